@@ -1,0 +1,158 @@
+# fanfold — the one build entry point (GNU make).
+#
+# Everything is built out of tree under $(BUILD) (default build/). Sanitizer
+# builds are the same Makefile run recursively with BUILD=build/asan or
+# build/tsan, so they never replace build/gateway.
+#
+# The user-facing targets (all, test, demo) first run `deps`, then re-enter
+# make for the real work: the sub-make starts only after deps has finished,
+# which keeps `make -j` from compiling while packages are being installed.
+
+BUILD ?= build
+SAN ?=
+
+LLHTTP_SRC_DIR := /usr/share/llhttp
+LLHTTP_INC_DIR := /usr/share/include/llhttp
+PKG_MODULES := libcurl libcares jansson openssl
+
+ifeq ($(SAN),address)
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=all
+SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+else ifeq ($(SAN),thread)
+SAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
+SAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+else ifneq ($(SAN),)
+$(error SAN must be empty, address or thread, not '$(SAN)')
+endif
+
+WARN := -Wall -Wextra -Werror
+BASE_CFLAGS := -std=c11 -O2 -g $(WARN) -D_GNU_SOURCE -pthread -MMD -MP
+ALL_CFLAGS = $(BASE_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
+ALL_LDFLAGS = -pthread $(SAN_FLAGS) $(LDFLAGS)
+
+# pkg-config runs once per make invocation; before `make deps` it may be
+# missing, which only the top-level make (that runs deps) ever sees.
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKG_MODULES) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKG_MODULES) 2>/dev/null)
+
+# --- llhttp: third-party sources, compiled strict, warnings relaxed only
+# for what they trip.
+LLHTTP_NAMES := api http llhttp
+LLHTTP_OBJS := $(LLHTTP_NAMES:%=$(BUILD)/llhttp/%.o)
+LLHTTP_CFLAGS := -I$(LLHTTP_INC_DIR) -DLLHTTP_STRICT_MODE=1
+LLHTTP_RELAX := -Wno-unused-parameter
+
+# --- runtime library
+RT_C_SRCS := $(wildcard runtime/*.c)
+RT_S_SRCS := $(wildcard runtime/*.S)
+RT_OBJS := $(RT_C_SRCS:%.c=$(BUILD)/%.o) $(RT_S_SRCS:%.S=$(BUILD)/%.o)
+RT_LIB := $(BUILD)/libfanfold_rt.a
+RT_CFLAGS := -Iruntime
+
+# --- gateway library and binary
+GW_MAIN := $(wildcard gateway/main.c)
+GW_SRCS := $(filter-out gateway/main.c,$(wildcard gateway/*.c))
+# Gateway objects live in $(BUILD)/obj/gateway: $(BUILD)/gateway is the binary.
+GW_OBJS := $(GW_SRCS:%.c=$(BUILD)/obj/%.o)
+GW_LIB := $(BUILD)/libfanfold_gw.a
+GW_CFLAGS := -Igateway -Iruntime -I$(LLHTTP_INC_DIR) -DLLHTTP_STRICT_MODE=1 \
+	$(PKG_CFLAGS)
+GW_BIN := $(if $(GW_MAIN),$(BUILD)/gateway)
+GW_LINK := $(GW_LIB) $(LLHTTP_OBJS) $(RT_LIB)
+
+# --- tests: one .c per binary
+RT_TEST_SRCS := $(wildcard tests/runtime/test_*.c)
+GW_TEST_SRCS := $(wildcard tests/gateway/test_*.c)
+RT_TESTS := $(RT_TEST_SRCS:%.c=$(BUILD)/%)
+GW_TESTS := $(GW_TEST_SRCS:%.c=$(BUILD)/%)
+TESTS := $(RT_TESTS) $(GW_TESTS)
+
+FMT_SRCS := $(wildcard runtime/*.c runtime/*.h gateway/*.c gateway/*.h \
+	tests/*/*.c tests/*/*.h)
+
+.DEFAULT_GOAL := all
+.PHONY: all deps binaries tests test test-asan test-race certs clean fmt demo
+
+all: deps
+	+@$(MAKE) --no-print-directory binaries
+
+deps:
+	@.ci/deps.sh
+
+binaries: $(RT_LIB) $(GW_LIB) $(LLHTTP_OBJS) $(GW_BIN) $(TESTS)
+
+tests: $(TESTS)
+
+test: deps
+	+@$(MAKE) --no-print-directory binaries
+	@env CMOCKA_MESSAGE_OUTPUT=stdout $(SAN_ENV) \
+		tests/run-tests.sh $(BUILD)/tests
+
+test-asan:
+	+@$(MAKE) --no-print-directory BUILD=build/asan CC=clang SAN=address test
+
+test-race:
+	+@$(MAKE) --no-print-directory BUILD=build/tsan CC=clang SAN=thread test
+
+demo: deps
+	@echo "make demo: the gateway is not built yet (see README)" >&2
+	@exit 1
+
+certs:
+	@certs/make-certs.sh
+
+clean:
+	rm -rf build
+
+fmt:
+	clang-format -i $(FMT_SRCS)
+
+# --- rules
+
+$(BUILD)/llhttp/%.o: $(LLHTTP_SRC_DIR)/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(LLHTTP_RELAX) $(LLHTTP_CFLAGS) -c $< -o $@
+
+$(BUILD)/runtime/%.o: runtime/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(RT_CFLAGS) -c $< -o $@
+
+$(BUILD)/runtime/%.o: runtime/%.S
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(RT_CFLAGS) -c $< -o $@
+
+$(RT_LIB): $(RT_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(BUILD)/obj/gateway/%.o: gateway/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(GW_CFLAGS) -c $< -o $@
+
+$(GW_LIB): $(GW_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(BUILD)/gateway: $(BUILD)/obj/gateway/main.o $(GW_LINK)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/tests/runtime/%.o: tests/runtime/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(RT_CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/gateway/%.o: tests/gateway/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(GW_CFLAGS) -c $< -o $@
+
+$(RT_TESTS): $(BUILD)/tests/runtime/%: $(BUILD)/tests/runtime/%.o $(RT_LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcmocka
+
+$(GW_TESTS): $(BUILD)/tests/gateway/%: $(BUILD)/tests/gateway/%.o $(GW_LINK)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcmocka $(PKG_LIBS)
+
+# Header dependencies written by -MMD -MP next to each object.
+ALL_OBJS := $(LLHTTP_OBJS) $(RT_OBJS) $(GW_OBJS) \
+	$(if $(GW_MAIN),$(BUILD)/obj/gateway/main.o) $(TESTS:%=%.o)
+-include $(ALL_OBJS:.o=.d)
