@@ -156,3 +156,9 @@ $(GW_TESTS): $(BUILD)/tests/gateway/%: $(BUILD)/tests/gateway/%.o $(GW_LINK)
 ALL_OBJS := $(LLHTTP_OBJS) $(RT_OBJS) $(GW_OBJS) \
 	$(if $(GW_MAIN),$(BUILD)/obj/gateway/main.o) $(TESTS:%=%.o)
 -include $(ALL_OBJS:.o=.d)
+
+# --- benchmarks (not part of `make test`): `make bench` runs them all.
+include bench/runtime/bench.mk
+
+.PHONY: bench
+bench: bench-runtime

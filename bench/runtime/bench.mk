@@ -1,0 +1,33 @@
+# bench/runtime/bench.mk - runtime micro-benchmarks, included by the top
+# Makefile after its runtime variables (BUILD, CC, ALL_CFLAGS, ALL_LDFLAGS,
+# RT_LIB, RT_CFLAGS) are defined, e.g. at its end:
+#
+#     include bench/runtime/bench.mk
+#
+# Until then: make -f Makefile -f bench/runtime/bench.mk bench-runtime
+#
+#   $(BUILD)/bench/bench_runtime   the C benchmark program (-O2, on $(RT_LIB))
+#   bench-runtime                  builds it and runs bench/runtime/run.sh,
+#                                  which compares against the Go reference
+#                                  and writes $(BUILD)/bench/runtime.json.
+# run.sh's knobs (PROCS, COUNT, BENCHTIME_MS, PARKED, GO_REF, ...) pass
+# through the environment: COUNT=1 BENCHTIME_MS=200 make bench-runtime
+
+BENCH_RT_SRC := bench/runtime/bench_runtime.c
+BENCH_RT_OBJ := $(BUILD)/bench/bench_runtime.o
+BENCH_RT_BIN := $(BUILD)/bench/bench_runtime
+
+.PHONY: bench-runtime
+
+$(BENCH_RT_OBJ): $(BENCH_RT_SRC)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -O2 $(RT_CFLAGS) -c $< -o $@
+
+$(BENCH_RT_BIN): $(BENCH_RT_OBJ) $(RT_LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^
+
+bench-runtime: $(BENCH_RT_BIN)
+	BENCH_BIN=$(abspath $(BENCH_RT_BIN)) BENCH_OUT=$(abspath $(BUILD)/bench) \
+		bench/runtime/run.sh
+
+-include $(BENCH_RT_OBJ:.o=.d)

@@ -1,0 +1,152 @@
+/*
+ * lock.c - the runtime's thread-level lock, futex helpers, panics and
+ * per-thread random numbers.
+ *
+ * rt__lock is Drepper's three-state futex mutex ("Futexes Are Tricky",
+ * mutex2): v == 0 unlocked, 1 locked, 2 locked and someone may sleep in
+ * futex_wait. Acquire spins briefly before sleeping because every holder
+ * in the runtime holds it for a handful of instructions (a queue push, a
+ * heap sift). It parks threads, not goroutines, so it protects only the
+ * runtime's own short critical sections; goroutine-level locks are
+ * rt_mutex and friends in sync.c.
+ *
+ * Random numbers: a wyrand generator per thread. Only the value is used,
+ * never the address, so goroutine migration cannot tear it.
+ */
+#include "rt_internal.h"
+#include "sched_internal.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+int rt__futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t timeout_ns)
+{
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / RT_SEC;
+        ts.tv_nsec = timeout_ns % RT_SEC;
+        tsp = &ts;
+    }
+    long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val,
+                     tsp, NULL, 0);
+    return r < 0 ? -errno : 0;
+}
+
+void rt__futex_wake(_Atomic uint32_t *addr, int n)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL,
+            0);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+void rt__cpu_relax(int n)
+{
+    while (n-- > 0)
+        cpu_relax();
+}
+
+bool rt__lock_tryacquire(rt__lock *l)
+{
+    uint32_t c = 0;
+    return atomic_compare_exchange_strong_explicit(
+        &l->v, &c, 1, memory_order_acquire, memory_order_relaxed);
+}
+
+void rt__lock_acquire(rt__lock *l)
+{
+    uint32_t c = 0;
+    if (RT__LIKELY(atomic_compare_exchange_strong_explicit(
+            &l->v, &c, 1, memory_order_acquire, memory_order_relaxed)))
+        return;
+    /* Spin: the holder is a few instructions from releasing. */
+    for (int i = 0; i < 100; i++) {
+        cpu_relax();
+        c = 0;
+        if (atomic_load_explicit(&l->v, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(&l->v, &c, 1,
+                                                  memory_order_acquire,
+                                                  memory_order_relaxed))
+            return;
+    }
+    /* Sleep: mark contended (2) and wait until we take it as 0 -> 2. */
+    c = atomic_exchange_explicit(&l->v, 2, memory_order_acquire);
+    while (c != 0) {
+        rt__futex_wait(&l->v, 2, -1);
+        c = atomic_exchange_explicit(&l->v, 2, memory_order_acquire);
+    }
+}
+
+void rt__lock_release(rt__lock *l)
+{
+    if (atomic_exchange_explicit(&l->v, 0, memory_order_release) == 2)
+        rt__futex_wake(&l->v, 1);
+}
+
+_Noreturn void rt__panic(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    rt_g *g = rt__curg();
+    if (g != NULL)
+        fprintf(stderr, "fanfold runtime panic: %s\n[goroutine %llu]\n", msg,
+                (unsigned long long)atomic_load_explicit(
+                    &g->id, memory_order_relaxed));
+    else
+        fprintf(stderr, "fanfold runtime panic: %s\n", msg);
+    fflush(stderr);
+    abort();
+}
+
+int64_t rt_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * RT_SEC + ts.tv_nsec;
+}
+
+/* Per-thread generator state; 0 means "not seeded yet". A thread-local
+ * value, never an address kept across a park. */
+static __thread uint64_t tls_rand;
+
+static uint64_t wyrand(void)
+{
+    if (RT__UNLIKELY(tls_rand == 0)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        tls_rand = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
+                   (uint64_t)(uintptr_t)&ts ^ 0x9E3779B97F4A7C15ull;
+        tls_rand |= 1;
+    }
+    tls_rand += 0xa0761d6478bd642full;
+    __uint128_t t = (__uint128_t)tls_rand * (tls_rand ^ 0xe7037ed1a0b428dbull);
+    return (uint64_t)(t >> 64) ^ (uint64_t)t;
+}
+
+uint32_t rt__rand32(void)
+{
+    return (uint32_t)wyrand();
+}
+
+uint32_t rt__randn(uint32_t n)
+{
+    /* Lemire's multiply-shift: unbiased enough for scheduling and select
+     * (bias < n / 2^32). */
+    return (uint32_t)(((uint64_t)(uint32_t)wyrand() * n) >> 32);
+}

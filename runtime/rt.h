@@ -1,0 +1,320 @@
+/*
+ * rt.h - fanfold's Go-style concurrency runtime: the one public header.
+ *
+ * Goroutines are stackful coroutines multiplexed M:N onto OS threads by a
+ * G/M/P scheduler with work stealing. On top of it: timers, channels,
+ * select, Mutex/RWMutex/WaitGroup/Once and a context package, all with Go's
+ * semantics. Every blocking operation parks the calling goroutine, never the
+ * thread.
+ *
+ * Conventions (see STYLE.md):
+ *   - public names are rt_*, internals shared between runtime files rt__*;
+ *   - functions that can fail return 0 or a negative errno: -ETIMEDOUT for a
+ *     deadline, -ECANCELED for a cancelled context, -EAGAIN for "would block"
+ *     in a non-blocking call;
+ *   - times are int64_t nanoseconds on CLOCK_MONOTONIC (rt_now()); a
+ *     deadline is an absolute time, a timeout a duration;
+ *   - a programmer error (send on a closed channel, unlock of an unlocked
+ *     mutex, negative WaitGroup counter) aborts with a message, like a Go
+ *     panic.
+ *
+ * Everything except rt_run(), rt_set_procs() and rt_now() must be called
+ * from a goroutine, i.e. from inside rt_run().
+ */
+#ifndef FANFOLD_RT_H
+#define FANFOLD_RT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- time */
+
+#define RT_NSEC ((int64_t)1)
+#define RT_USEC ((int64_t)1000)
+#define RT_MSEC ((int64_t)1000000)
+#define RT_SEC ((int64_t)1000000000)
+/* A deadline that never comes. */
+#define RT_FOREVER INT64_MAX
+
+/* Monotonic time in nanoseconds. Callable from any thread. */
+int64_t rt_now(void);
+
+/* ------------------------------------------------------ scheduler, G/M/P */
+
+/*
+ * Set the number of Ps (GOMAXPROCS) used by the next rt_run(). 0 restores
+ * the default: $FANFOLD_PROCS when set, else the number of online CPUs.
+ */
+void rt_set_procs(int procs);
+
+/* The number of Ps of the running scheduler. */
+int rt_procs(void);
+
+/*
+ * Start the scheduler, run main_fn(arg) as the first goroutine and return
+ * when it returns. Goroutines still alive then are abandoned and their
+ * stacks released, as when a Go program's main returns. Returns 0, or a
+ * negative errno when the scheduler could not start. rt_run() may be called
+ * again afterwards (tests do), but not concurrently or from a goroutine.
+ */
+int rt_run(void (*main_fn)(void *arg), void *arg);
+
+typedef void (*rt_fn)(void *arg);
+
+/* Spawn options; zero-initialise and set what you need. */
+typedef struct rt_go_opts {
+    /* Stack bytes to reserve; 0 = the default (64 KiB). Larger stacks
+     * get their own mapping with a guard page: use them for goroutines
+     * that run deep C code (OpenSSL, libcurl), e.g. 256 KiB. */
+    size_t stack_size;
+} rt_go_opts;
+
+/*
+ * Start fn(arg) in a new goroutine. The spawn site (function name, file,
+ * line) is recorded for goroutine dumps. Returns the goroutine id (> 0).
+ * Aborts when no memory is left for a stack, like Go.
+ */
+#define rt_go(fn, arg) rt__go((fn), (arg), NULL, #fn, __FILE__, __LINE__)
+#define rt_go_opts(fn, arg, opts)                                              \
+    rt__go((fn), (arg), (opts), #fn, __FILE__, __LINE__)
+uint64_t rt__go(rt_fn fn, void *arg, const rt_go_opts *opts,
+                const char *fn_name, const char *file, int line);
+
+/* Let other goroutines run; the caller stays runnable (runtime.Gosched). */
+void rt_yield(void);
+
+/* End the calling goroutine now (runtime.Goexit). Does not return. */
+_Noreturn void rt_exit(void);
+
+/* The id of the calling goroutine. */
+uint64_t rt_goid(void);
+
+/* Park the calling goroutine for ns nanoseconds / until deadline. */
+void rt_sleep(int64_t ns);
+void rt_sleep_until(int64_t deadline);
+
+/*
+ * Run fn(arg) on a separate thread from a bounded pool, without holding a
+ * P, and park the calling goroutine until it returns (Go's
+ * entersyscall/handoff). Use it for blocking C calls: file I/O, a library
+ * that blocks. fn runs on a full-size thread stack. Returns fn's result.
+ */
+intptr_t rt_blocking(intptr_t (*fn)(void *arg), void *arg);
+
+/* ----------------------------------------------------------- introspection */
+
+typedef enum rt_gstate {
+    RT_G_IDLE = 0, /* in a free list, not a live goroutine */
+    RT_G_RUNNABLE,
+    RT_G_RUNNING,
+    RT_G_WAITING,
+    RT_G_DEAD,
+    RT_G_NSTATES
+} rt_gstate;
+
+typedef struct rt_gstats {
+    uint64_t live;                   /* goroutines alive now */
+    uint64_t by_state[RT_G_NSTATES]; /* of which, per state */
+    uint64_t spawned;                /* total spawned since rt_run */
+} rt_gstats;
+
+/* Number of live goroutines (cheap: one atomic load). */
+uint64_t rt_goroutines(void);
+void rt_gstats_get(rt_gstats *out);
+const char *rt_gstate_name(rt_gstate s);
+
+/*
+ * Goroutine dump in Go's shape: "goroutines: N", then per goroutine
+ * "goroutine ID [STATE, WAIT REASON]:" and "\tspawned at FN (FILE:LINE)".
+ * rt_dump_buf writes at most size bytes (NUL-terminated) and returns the
+ * length the whole dump needs, like snprintf.
+ */
+size_t rt_dump_buf(char *buf, size_t size);
+void rt_dump(FILE *out);
+
+/* -------------------------------------------------------------- channels */
+
+typedef struct rt_chan rt_chan;
+
+/*
+ * Make a channel of elements of elem_size bytes with room for cap of them
+ * (0 = unbuffered). Caller owns the result; free it with rt_chan_free()
+ * once no goroutine uses it any more. Returns NULL when out of memory.
+ */
+rt_chan *rt_chan_make(size_t elem_size, size_t cap);
+void rt_chan_free(rt_chan *c);
+
+/* Send a copy of *elem. Blocks until received (or buffered). A NULL
+ * channel blocks forever; a closed channel aborts (Go's panic). */
+void rt_chan_send(rt_chan *c, const void *elem);
+
+/* Receive into *elem (may be NULL to discard). *ok (may be NULL) is false
+ * when the channel is closed and drained; *elem is then zeroed. */
+void rt_chan_recv(rt_chan *c, void *elem, bool *ok);
+
+/* Non-blocking forms, also callable from timer callbacks (scheduler
+ * context): true when the operation happened. */
+bool rt_chan_trysend(rt_chan *c, const void *elem);
+bool rt_chan_tryrecv(rt_chan *c, void *elem, bool *ok);
+
+/* Close: wakes every receiver (they get ok = false) and every blocked
+ * sender (which then aborts). Closing twice or a NULL channel aborts. By
+ * convention only the sending side closes. */
+void rt_chan_close(rt_chan *c);
+
+size_t rt_chan_len(rt_chan *c);
+size_t rt_chan_cap(rt_chan *c);
+
+/* ---------------------------------------------------------------- select */
+
+typedef enum rt_dir { RT_RECV = 1, RT_SEND = 2 } rt_dir;
+
+typedef struct rt_case {
+    rt_chan *chan; /* NULL: the case is never ready (Go's nil channel) */
+    rt_dir dir;
+    void *elem; /* RT_SEND: the value to send; RT_RECV: where to store the
+                   value, or NULL */
+    bool ok;    /* RT_RECV: set like rt_chan_recv's ok */
+} rt_case;
+
+#define RT_RECV_CASE(ch, ptr) ((rt_case){.chan = (ch), .dir = RT_RECV, .elem = (ptr)})
+#define RT_SEND_CASE(ch, ptr) ((rt_case){.chan = (ch), .dir = RT_SEND, .elem = (void *)(ptr)})
+
+/*
+ * Wait until one case can proceed, do it and return its index. Among ready
+ * cases one is chosen uniformly at random. Channels are locked in address
+ * order.
+ *   rt_select:          blocks (no case at all blocks forever);
+ *   rt_select_default:  returns -EAGAIN at once when no case is ready;
+ *   rt_select_deadline: returns -ETIMEDOUT once deadline has passed;
+ *   rt_select_timeout:  same, with a duration.
+ */
+int rt_select(rt_case *cases, size_t ncases);
+int rt_select_default(rt_case *cases, size_t ncases);
+int rt_select_deadline(rt_case *cases, size_t ncases, int64_t deadline);
+int rt_select_timeout(rt_case *cases, size_t ncases, int64_t timeout);
+
+/* ---------------------------------------------------------------- timers */
+
+typedef struct rt_timer rt_timer;
+
+/*
+ * A timer that sends its fire time (int64_t) on rt_timer_chan() once, d ns
+ * from now (Go's time.NewTimer). Caller owns it: rt_timer_free().
+ */
+rt_timer *rt_timer_new(int64_t d);
+rt_chan *rt_timer_chan(rt_timer *t);
+/* Stop: true when this call stopped it before it fired. */
+bool rt_timer_stop(rt_timer *t);
+/* Reset to fire d ns from now: true when it had been active. */
+bool rt_timer_reset(rt_timer *t, int64_t d);
+void rt_timer_free(rt_timer *t);
+
+/* ------------------------------------------------------------------ sync */
+
+/* Internal building blocks of the sync types; treat as opaque. */
+typedef struct rt__lock {
+    _Atomic uint32_t v;
+} rt__lock;
+typedef struct rt__waitq {
+    void *head, *tail;
+} rt__waitq;
+
+/* A mutual exclusion lock that parks goroutines. Zero value = unlocked
+ * (RT_MUTEX_INIT). Not recursive. */
+typedef struct rt_mutex {
+    _Atomic uint32_t state;
+    rt__lock lk; /* protects wq */
+    rt__waitq wq;
+} rt_mutex;
+#define RT_MUTEX_INIT {0}
+void rt_mutex_lock(rt_mutex *m);
+bool rt_mutex_trylock(rt_mutex *m);
+void rt_mutex_unlock(rt_mutex *m);
+
+/* Readers-writer lock; a waiting writer blocks new readers. Zero value =
+ * unlocked. */
+typedef struct rt_rwmutex {
+    rt__lock lk; /* protects every field below */
+    int32_t readers;  /* active readers */
+    bool writer;      /* a writer holds the lock */
+    uint32_t wwait;   /* writers waiting */
+    rt__waitq rq, wq; /* parked readers, parked writers */
+} rt_rwmutex;
+#define RT_RWMUTEX_INIT {0}
+void rt_rwmutex_rlock(rt_rwmutex *m);
+void rt_rwmutex_runlock(rt_rwmutex *m);
+void rt_rwmutex_lock(rt_rwmutex *m);
+void rt_rwmutex_unlock(rt_rwmutex *m);
+
+/* WaitGroup. Zero value = counter 0. A negative counter aborts. */
+typedef struct rt_waitgroup {
+    _Atomic int64_t count;
+    rt__lock lk; /* protects wq */
+    rt__waitq wq;
+} rt_waitgroup;
+#define RT_WAITGROUP_INIT {0}
+void rt_waitgroup_add(rt_waitgroup *wg, int64_t delta);
+void rt_waitgroup_done(rt_waitgroup *wg);
+void rt_waitgroup_wait(rt_waitgroup *wg);
+
+/* Once: fn runs exactly once; concurrent callers wait until it returned. */
+typedef struct rt_once {
+    _Atomic uint32_t done;
+    rt_mutex m;
+} rt_once;
+#define RT_ONCE_INIT {0}
+void rt_once_do(rt_once *o, void (*fn)(void *arg), void *arg);
+
+/* --------------------------------------------------------------- context */
+
+typedef struct rt_ctx rt_ctx;
+
+/*
+ * Contexts form a tree. Each with_* call returns a new child holding one
+ * reference owned by the caller, who must drop it with rt_ctx_release()
+ * (cancel + unref: Go's "defer cancel()"). A child holds a reference on its
+ * parent, so a tree is freed when its last holder lets go. Cancelling a
+ * context cancels its whole subtree and detaches it from its parent.
+ * Returns NULL when out of memory.
+ */
+rt_ctx *rt_ctx_background(void); /* never cancelled; not reference counted */
+rt_ctx *rt_ctx_with_cancel(rt_ctx *parent);
+rt_ctx *rt_ctx_with_deadline(rt_ctx *parent, int64_t deadline);
+rt_ctx *rt_ctx_with_timeout(rt_ctx *parent, int64_t timeout);
+rt_ctx *rt_ctx_with_value(rt_ctx *parent, const void *key, void *value);
+
+/* Cancel with -ECANCELED (no effect when already done). */
+void rt_ctx_cancel(rt_ctx *ctx);
+/* Cancel, then drop the caller's reference. */
+void rt_ctx_release(rt_ctx *ctx);
+rt_ctx *rt_ctx_ref(rt_ctx *ctx);
+void rt_ctx_unref(rt_ctx *ctx);
+
+/* A channel closed exactly once when ctx is done; usable in select. NULL
+ * (blocks forever) for a context that can never be cancelled. Owned by
+ * ctx: valid while the caller holds a reference. */
+rt_chan *rt_ctx_done(rt_ctx *ctx);
+/* 0 while not done, then -ECANCELED or -ETIMEDOUT (deadline exceeded). */
+int rt_ctx_err(rt_ctx *ctx);
+/* The earliest deadline on the path to the root, or RT_FOREVER. */
+int64_t rt_ctx_deadline(rt_ctx *ctx);
+/* The value for key on the path to the root, or NULL. Keys compare by
+ * address. */
+void *rt_ctx_value(rt_ctx *ctx, const void *key);
+
+/* Message for the runtime's negative errno values. */
+const char *rt_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FANFOLD_RT_H */

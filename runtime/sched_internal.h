@@ -1,0 +1,167 @@
+/*
+ * sched_internal.h - the scheduler's structures, shared by sched.c,
+ * stack.c, timer.c, blocking.c and debug.c. See sched.c for the design.
+ */
+#ifndef FANFOLD_SCHED_INTERNAL_H
+#define FANFOLD_SCHED_INTERNAL_H
+
+#include "rt_internal.h"
+
+#include <pthread.h>
+
+/* Private G states beyond rt_gstate (see rt__park in sched.c). */
+enum {
+    RT__G_PARKING = RT_G_NSTATES, /* switching out to park */
+    RT__G_PARKING_READY,          /* readied before the switch finished */
+};
+
+/* What a G asks g0 to do after switching to it. */
+enum { RT__ACT_NONE, RT__ACT_PARK, RT__ACT_YIELD, RT__ACT_EXIT };
+
+#define RT__RUNQ_SIZE 256
+#define RT__DEFAULT_STACK (64 * 1024)
+
+/* One timer heap per P, guarded by its lock (timer.c). */
+typedef struct rt__theap {
+    rt__lock lock;
+    rt__timer **h; /* min-heap on when */
+    int32_t len, cap;
+    _Atomic int64_t next; /* when of h[0], RT_FOREVER when empty */
+} rt__theap;
+
+typedef struct rt_p rt_p;
+typedef struct rt_m rt_m;
+
+/*
+ * P: a right to run goroutines, with its own queue. runq is a bounded
+ * single-producer (the owner) multi-consumer (owner + thieves) ring, Go's
+ * runqput/runqget/runqsteal; runnext holds the G to run next.
+ */
+struct rt_p {
+    int id;
+    _Atomic uint32_t runqhead; /* consumers CAS it */
+    _Atomic uint32_t runqtail; /* only the owner stores it */
+    _Atomic(rt_g *) runq[RT__RUNQ_SIZE];
+    _Atomic(rt_g *) runnext;
+    uint32_t schedtick;      /* owner only */
+    uint32_t runnext_streak; /* owner only: runnext picks in a row */
+    rt_g *spawn_waiter;      /* owner only: spawner parked on a full ring */
+
+    /* Free Gs with default stacks, owner only. */
+    rt_g *gfree;
+    int ngfree;
+
+    /* Goroutine ids handed out in batches (owner only). */
+    uint64_t goid_next, goid_end;
+
+    /* Counters summed by rt_goroutines(); written by the owner only. */
+    _Atomic uint64_t nspawned, nexited;
+
+    rt__theap timers;
+    rt_m *m;
+} __attribute__((aligned(64)));
+
+/*
+ * M: an OS thread. In fanfold each P has its own dedicated M (blocking C
+ * calls go to a separate pool instead of Go's P hand-off, see blocking.c),
+ * so m->p never changes.
+ */
+struct rt_m {
+    int id;
+    pthread_t thread;
+    rt__regs g0regs; /* scheduler context on the thread's own stack */
+    rt_g *curg;
+    rt_p *p;
+    bool spinning; /* counted in sched.nspinning; owner or under sched.lock */
+    bool idle;     /* on sched.idle list, under sched.lock */
+    rt_m *idlenext;
+    _Atomic uint32_t wake;           /* futex word: 1 = wake up */
+    _Atomic int64_t sleep_until;     /* while asleep: its timeout */
+    rt__timer *_Atomic running_timer; /* callback running on this M */
+    void *g0_stack_lo;
+    size_t g0_stack_size;
+#ifdef RT_TSAN
+    void *tsan_fiber;
+#endif
+#ifdef RT_ASAN
+    void *asan_fake_stack;
+#endif
+} __attribute__((aligned(64)));
+
+typedef struct rt__sched {
+    rt__lock lock; /* protects gq_*, idle list */
+    rt_g *gq_head, *gq_tail;
+    _Atomic int32_t gq_size;
+    rt_m *idle;
+    _Atomic int32_t nidle;
+    _Atomic int32_t nspinning;
+    _Atomic bool stopping;
+
+    int nprocs;
+    rt_p *ps;
+    rt_m *ms;
+    rt_g *main_g;
+
+    /* Every G ever made (dumps) and the global free list: under glock. */
+    rt__lock glock;
+    rt_g *allgs;
+    rt_g *gfree;
+    _Atomic int ngfree; /* written under glock, peeked without */
+    _Atomic uint64_t goidgen;
+    /* Goroutines started outside any P (rt_run's main) and exits seen
+     * without one; summed with the per-P counters. */
+    _Atomic uint64_t nspawned_x, nexited_x;
+} rt__sched;
+
+/* The one scheduler of the process: rt_run() initialises it and tears it
+ * down; Go has a single runtime per process too. */
+extern rt__sched rt__s;
+
+rt_m *rt__getm(void) RT__NOINLINE;
+
+/* lock.c */
+int rt__futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t timeout_ns);
+void rt__futex_wake(_Atomic uint32_t *addr, int n);
+void rt__cpu_relax(int n);
+
+/* sched.c */
+void rt__wakep(void);
+void rt__globrunqput(rt_g *g);
+
+/* stack.c: G + stack allocation. Caller owns the result; a dead G goes
+ * back with rt__gfree_put() (default stacks, in batches) or
+ * rt__g_free_big() (stack and G are one allocation). */
+rt_g *rt__g_alloc(size_t stack_size);
+void rt__gfree_put(rt_g *head, rt_g *tail, int n);
+int rt__gfree_take(rt_g **head, int max);
+void rt__g_free_big(rt_g *g);
+void rt__stacks_scavenge(void);
+bool rt__stacks_scavenge_wanted(void);
+/* Check the canary and stack pointer of g; panic on overflow. */
+void rt__stack_check(rt_g *g, void *sp);
+/* Mark g as never run: the next switch to it starts rt__gstart on the
+ * 16-byte aligned rt__stack_top(g). */
+void rt__stack_prepare(rt_g *g);
+void *rt__stack_top(rt_g *g);
+/* Release every stack and G mapping (rt_run teardown). */
+void rt__stacks_release_all(void);
+/* Default stack size (RT__DEFAULT_STACK). */
+size_t rt__stack_default(void);
+
+/* timer.c */
+void rt__theap_init(rt__theap *th);
+void rt__theap_destroy(rt__theap *th);
+/* Run the expired timers of th; returns th's next deadline. */
+int64_t rt__timers_run(rt__theap *th, int64_t now);
+/* Earliest deadline over all Ps. */
+int64_t rt__timers_next(void);
+
+/* blocking.c */
+void rt__blocking_shutdown(void);
+
+/* switch_*.S */
+void rt__switch(rt__regs *from, rt__regs *to);
+void rt__switch_start(rt__regs *from, void *stack_top);
+void rt__gstart(void);
+
+#endif /* FANFOLD_SCHED_INTERNAL_H */

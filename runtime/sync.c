@@ -1,0 +1,502 @@
+/*
+ * sync.c - Mutex, RWMutex, WaitGroup and Once for goroutines (Go's sync).
+ *
+ * Every blocking path parks the goroutine with rt__park(); none blocks the
+ * thread except for the few instructions an rt__lock is held. The struct
+ * layouts are fixed by rt.h; here is how the fields are used.
+ *
+ * Wait queues. rt__waitq {head, tail} is a singly linked FIFO of struct
+ * waiter records. A record lives on the stack of the goroutine it describes
+ * and is valid only while that goroutine is parked: a waker unlinks it under
+ * the object's lock, reads what it needs, publishes its verdict in
+ * w->granted (release) and only then calls rt__ready(); after that the
+ * record must not be touched. The parked goroutine re-reads w->granted
+ * (acquire) when it resumes, which also orders the waker's writes before
+ * the waiter's reads for ThreadSanitizer.
+ *
+ * Mutex. m->state packs, as in Go's sync.Mutex:
+ *   bit 0  LOCKED    the mutex is held;
+ *   bit 1  WOKEN     a goroutine is awake and trying to take the lock (a
+ *                    spinner or a waiter just woken), so Unlock need not
+ *                    wake another;
+ *   bit 2  STARVING  starvation mode: ownership is handed directly to the
+ *                    head of the queue; newcomers neither barge nor spin;
+ *   bits 3..       number of queued waiters.
+ * Invariants:
+ *   - the waiter count changes only under m->lk, together with the queue,
+ *     so under m->lk it equals the queue length;
+ *   - STARVING implies LOCKED and at least one waiter (the handoff keeps
+ *     LOCKED set and clears STARVING when it takes the last waiter).
+ * Fast paths are a single CAS each: Lock 0 -> LOCKED, Unlock LOCKED -> 0.
+ * Normal mode is Go's: a woken waiter competes with newcomers (barging),
+ * which is fast but unfair; a waiter that has waited more than 1 ms and
+ * still loses switches the mutex to starvation mode, where Unlock hands the
+ * lock to the queue head without ever clearing LOCKED. The mode ends when
+ * the handed-off waiter waited less than 1 ms or was the last one.
+ * Lost wakeups are impossible: a waiter adds itself to the count with a CAS
+ * that requires LOCKED (or STARVING) set, under m->lk; an Unlock that
+ * clears LOCKED afterwards sees the count and takes m->lk, which the waiter
+ * only releases once parked (rt__park's unlockf).
+ *
+ * RWMutex. Everything is under m->lk (Go packs it into atomics; our layout
+ * is fixed and simpler). A reader enters when no writer holds the lock and
+ * no writer waits (wwait == 0), so a stream of readers cannot starve a
+ * writer. When the last reader leaves, the first queued writer gets the
+ * lock. When a writer leaves, every queued reader is admitted at once, else
+ * the next writer: readers and writers alternate under contention. Granted
+ * waiters are counted in before they are woken (readers += n, writer =
+ * true), so they return from the park owning the lock.
+ *
+ * WaitGroup. wg->count is the counter; waiters queue under wg->lk. Wait
+ * checks the counter, and if it is not zero re-checks it under wg->lk and
+ * parks; the Add that brings the counter to zero takes wg->lk after its
+ * atomic add and wakes everyone queued, so a waiter either sees zero or is
+ * on the queue in time. As in Go, reusing a WaitGroup (a new Add from zero)
+ * must happen after every previous Wait returned.
+ *
+ * Once: o->done is read with one acquire load on the fast path; the slow
+ * path serialises callers on o->m and sets done (release) after fn returns,
+ * so every caller returns only after fn has finished.
+ *
+ * Lock order: rt_mutex.lk, rt_rwmutex.lk, rt_waitgroup.lk are leaves among
+ * sync locks; each is held only for queue manipulation, and released by
+ * rt__park's unlockf when parking. rt__ready() (scheduler lock) may be
+ * called with it held or not; we call it after releasing.
+ */
+#include "rt_internal.h"
+
+#include <errno.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------ wait queues */
+
+struct waiter {
+    struct waiter *next;
+    rt_g *g;
+    int64_t start;           /* Mutex: when it first queued (rt_now) */
+    _Atomic uint32_t granted; /* set by the waker before rt__ready */
+};
+
+static void waiter_init(struct waiter *w)
+{
+    w->next = NULL;
+    w->g = rt__curg();
+    w->start = 0;
+    atomic_init(&w->granted, 0);
+}
+
+static void wq_push_back(rt__waitq *q, struct waiter *w)
+{
+    w->next = NULL;
+    if (q->tail)
+        ((struct waiter *)q->tail)->next = w;
+    else
+        q->head = w;
+    q->tail = w;
+}
+
+static void wq_push_front(rt__waitq *q, struct waiter *w)
+{
+    w->next = q->head;
+    q->head = w;
+    if (!q->tail)
+        q->tail = w;
+}
+
+static struct waiter *wq_pop(rt__waitq *q)
+{
+    struct waiter *w = q->head;
+    if (w) {
+        q->head = w->next;
+        if (!q->head)
+            q->tail = NULL;
+        w->next = NULL;
+    }
+    return w;
+}
+
+/* Detach the whole queue; the caller wakes the list with wake_list(). */
+static struct waiter *wq_take_all(rt__waitq *q)
+{
+    struct waiter *w = q->head;
+    q->head = q->tail = NULL;
+    return w;
+}
+
+/* Grant and wake one waiter. Its record is dead once rt__ready is called. */
+static void wake(struct waiter *w)
+{
+    rt_g *g = w->g;
+    atomic_store_explicit(&w->granted, 1, memory_order_release);
+    rt__ready(g);
+}
+
+static void wake_list(struct waiter *w)
+{
+    while (w) {
+        struct waiter *next = w->next;
+        wake(w);
+        w = next;
+    }
+}
+
+/* unlockf for rt__park: release the object's lock once G is switched out. */
+static bool unlock_lk(rt_g *g, void *arg)
+{
+    (void)g;
+    rt__lock_release(arg);
+    return true;
+}
+
+/* Park on a queue the caller has already joined; lk is released by g0. */
+static void park_on(rt__lock *lk, struct waiter *w, const char *reason)
+{
+    rt__park(unlock_lk, lk, reason);
+    if (!atomic_load_explicit(&w->granted, memory_order_acquire))
+        rt__panic("sync: %s: goroutine resumed without a wakeup", reason);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ volatile("pause" ::: "memory");
+#elif defined(__aarch64__)
+    __asm__ volatile("yield" ::: "memory");
+#else
+    atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
+/* ------------------------------------------------------------------ Mutex */
+
+enum {
+    MUTEX_LOCKED = 1u,
+    MUTEX_WOKEN = 2u,
+    MUTEX_STARVING = 4u,
+    MUTEX_WAITER_SHIFT = 3,
+    MUTEX_WAITER = 1u << MUTEX_WAITER_SHIFT,
+};
+
+/* Go's starvationThresholdNs. */
+#define MUTEX_STARVE_NS (1 * RT_MSEC)
+/* Go's active_spin and active_spin_cnt. */
+#define MUTEX_SPINS 4
+#define MUTEX_SPIN_PAUSES 30
+
+static inline uint32_t nwaiters(uint32_t s)
+{
+    return s >> MUTEX_WAITER_SHIFT;
+}
+
+static bool mutex_can_spin(int iter)
+{
+    /* Spinning only helps when the holder runs on another P. */
+    return iter < MUTEX_SPINS && rt_procs() > 1;
+}
+
+/*
+ * Slow path of Lock: spin a little while the holder may be about to leave,
+ * else queue (FIFO on the first wait, at the front after a wakeup, as Go)
+ * and park. Returns owning the lock.
+ */
+static RT__NOINLINE void mutex_lock_slow(rt_mutex *m)
+{
+    struct waiter w;
+    bool starving = false, awoke = false;
+    int iter = 0;
+    uint32_t old = atomic_load_explicit(&m->state, memory_order_relaxed);
+
+    waiter_init(&w);
+    for (;;) {
+        /* Locked in normal mode: spin, and tell Unlock not to wake anyone
+         * since we are awake and will take the lock. */
+        if ((old & (MUTEX_LOCKED | MUTEX_STARVING)) == MUTEX_LOCKED &&
+            mutex_can_spin(iter)) {
+            if (!awoke && !(old & MUTEX_WOKEN) && nwaiters(old) != 0 &&
+                atomic_compare_exchange_weak_explicit(
+                    &m->state, &old, old | MUTEX_WOKEN, memory_order_relaxed,
+                    memory_order_relaxed))
+                awoke = true;
+            for (int i = 0; i < MUTEX_SPIN_PAUSES; i++)
+                cpu_relax();
+            iter++;
+            old = atomic_load_explicit(&m->state, memory_order_relaxed);
+            continue;
+        }
+        if (!(old & (MUTEX_LOCKED | MUTEX_STARVING))) {
+            uint32_t new = old | MUTEX_LOCKED;
+            if (awoke)
+                new &= ~MUTEX_WOKEN;
+            if (atomic_compare_exchange_weak_explicit(
+                    &m->state, &old, new, memory_order_acquire,
+                    memory_order_relaxed))
+                return;
+            continue;
+        }
+
+        /* Queue. Re-check under lk: the count may only change under it. */
+        rt__lock_acquire(&m->lk);
+        old = atomic_load_explicit(&m->state, memory_order_relaxed);
+        if (!(old & (MUTEX_LOCKED | MUTEX_STARVING))) {
+            rt__lock_release(&m->lk);
+            continue;
+        }
+        uint32_t new = old + MUTEX_WAITER;
+        if (awoke)
+            new &= ~MUTEX_WOKEN;
+        if (starving)
+            new |= MUTEX_STARVING; /* old has LOCKED here */
+        if (!atomic_compare_exchange_strong_explicit(&m->state, &old, new,
+                                                     memory_order_relaxed,
+                                                     memory_order_relaxed)) {
+            rt__lock_release(&m->lk);
+            continue;
+        }
+        awoke = false;
+        atomic_store_explicit(&w.granted, 0, memory_order_relaxed);
+        if (w.start == 0) {
+            w.start = rt_now();
+            wq_push_back(&m->wq, &w);
+        } else {
+            wq_push_front(&m->wq, &w);
+        }
+        park_on(&m->lk, &w, "sync.Mutex.Lock");
+
+        /* Woken. In starvation mode the lock was handed to us. */
+        if (w.g == NULL)
+            return;
+        starving = starving || rt_now() - w.start > MUTEX_STARVE_NS;
+        awoke = true; /* the waker set WOKEN for us */
+        iter = 0;
+        old = atomic_load_explicit(&m->state, memory_order_relaxed);
+    }
+}
+
+void rt_mutex_lock(rt_mutex *m)
+{
+    uint32_t z = 0;
+    if (RT__LIKELY(atomic_compare_exchange_strong_explicit(
+            &m->state, &z, MUTEX_LOCKED, memory_order_acquire,
+            memory_order_relaxed)))
+        return;
+    mutex_lock_slow(m);
+}
+
+bool rt_mutex_trylock(rt_mutex *m)
+{
+    uint32_t old = atomic_load_explicit(&m->state, memory_order_relaxed);
+    if (old & (MUTEX_LOCKED | MUTEX_STARVING))
+        return false;
+    return atomic_compare_exchange_strong_explicit(
+        &m->state, &old, old | MUTEX_LOCKED, memory_order_acquire,
+        memory_order_relaxed);
+}
+
+/* Starvation mode: pass ownership to the queue head; LOCKED stays set. */
+static void mutex_handoff(rt_mutex *m)
+{
+    rt__lock_acquire(&m->lk);
+    struct waiter *w = wq_pop(&m->wq);
+    if (!w)
+        rt__panic("sync: mutex in starvation mode without waiters");
+    bool short_wait = rt_now() - w->start < MUTEX_STARVE_NS;
+    uint32_t old = atomic_load_explicit(&m->state, memory_order_relaxed);
+    uint32_t new;
+    do {
+        new = old - MUTEX_WAITER;
+        if (short_wait || nwaiters(new) == 0)
+            new &= ~MUTEX_STARVING;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &m->state, &old, new, memory_order_release, memory_order_relaxed));
+    rt__lock_release(&m->lk);
+    /* w->g == NULL tells the waiter it owns the lock; wake() reads g
+     * first. */
+    rt_g *g = w->g;
+    w->g = NULL;
+    atomic_store_explicit(&w->granted, 1, memory_order_release);
+    rt__ready(g);
+}
+
+static RT__NOINLINE void mutex_unlock_slow(rt_mutex *m)
+{
+    uint32_t old = atomic_load_explicit(&m->state, memory_order_relaxed);
+    for (;;) {
+        if (!(old & MUTEX_LOCKED))
+            rt__panic("sync: unlock of unlocked mutex %p", (void *)m);
+        if (old & MUTEX_STARVING) {
+            mutex_handoff(m);
+            return;
+        }
+        if (atomic_compare_exchange_weak_explicit(
+                &m->state, &old, old & ~MUTEX_LOCKED, memory_order_release,
+                memory_order_relaxed))
+            break;
+    }
+    old &= ~MUTEX_LOCKED;
+    if (nwaiters(old) == 0 || (old & MUTEX_WOKEN))
+        return;
+
+    /* Wake one waiter unless someone took the lock (it will wake one when
+     * it unlocks) or a goroutine is already awake. */
+    rt__lock_acquire(&m->lk);
+    old = atomic_load_explicit(&m->state, memory_order_relaxed);
+    for (;;) {
+        if (nwaiters(old) == 0 ||
+            (old & (MUTEX_LOCKED | MUTEX_WOKEN | MUTEX_STARVING))) {
+            rt__lock_release(&m->lk);
+            return;
+        }
+        if (atomic_compare_exchange_weak_explicit(
+                &m->state, &old, (old - MUTEX_WAITER) | MUTEX_WOKEN,
+                memory_order_relaxed, memory_order_relaxed))
+            break;
+    }
+    struct waiter *w = wq_pop(&m->wq);
+    rt__lock_release(&m->lk);
+    wake(w);
+}
+
+void rt_mutex_unlock(rt_mutex *m)
+{
+    uint32_t l = MUTEX_LOCKED;
+    if (RT__LIKELY(atomic_compare_exchange_strong_explicit(
+            &m->state, &l, 0, memory_order_release, memory_order_relaxed)))
+        return;
+    mutex_unlock_slow(m);
+}
+
+/* ---------------------------------------------------------------- RWMutex */
+
+void rt_rwmutex_rlock(rt_rwmutex *m)
+{
+    rt__lock_acquire(&m->lk);
+    if (!m->writer && m->wwait == 0) {
+        m->readers++;
+        rt__lock_release(&m->lk);
+        return;
+    }
+    struct waiter w;
+    waiter_init(&w);
+    wq_push_back(&m->rq, &w);
+    park_on(&m->lk, &w, "sync.RWMutex.RLock");
+}
+
+/* Give the lock to the first queued writer; m->lk held, lock free. */
+static struct waiter *rw_grant_writer(rt_rwmutex *m)
+{
+    struct waiter *w = wq_pop(&m->wq);
+    if (w) {
+        m->wwait--;
+        m->writer = true;
+    }
+    return w;
+}
+
+void rt_rwmutex_runlock(rt_rwmutex *m)
+{
+    struct waiter *w = NULL;
+
+    rt__lock_acquire(&m->lk);
+    if (m->readers <= 0) {
+        rt__lock_release(&m->lk);
+        rt__panic("sync: RUnlock of unlocked RWMutex %p", (void *)m);
+    }
+    if (--m->readers == 0)
+        w = rw_grant_writer(m);
+    rt__lock_release(&m->lk);
+    if (w)
+        wake(w);
+}
+
+void rt_rwmutex_lock(rt_rwmutex *m)
+{
+    rt__lock_acquire(&m->lk);
+    if (!m->writer && m->readers == 0) {
+        m->writer = true;
+        rt__lock_release(&m->lk);
+        return;
+    }
+    struct waiter w;
+    waiter_init(&w);
+    m->wwait++;
+    wq_push_back(&m->wq, &w);
+    park_on(&m->lk, &w, "sync.RWMutex.Lock");
+}
+
+void rt_rwmutex_unlock(rt_rwmutex *m)
+{
+    struct waiter *readers, *w = NULL;
+
+    rt__lock_acquire(&m->lk);
+    if (!m->writer) {
+        rt__lock_release(&m->lk);
+        rt__panic("sync: Unlock of unlocked RWMutex %p", (void *)m);
+    }
+    m->writer = false;
+    readers = wq_take_all(&m->rq);
+    for (w = readers; w; w = w->next)
+        m->readers++;
+    if (!readers)
+        w = rw_grant_writer(m);
+    rt__lock_release(&m->lk);
+    wake_list(readers);
+    if (w)
+        wake(w);
+}
+
+/* -------------------------------------------------------------- WaitGroup */
+
+void rt_waitgroup_add(rt_waitgroup *wg, int64_t delta)
+{
+    int64_t v = atomic_fetch_add_explicit(&wg->count, delta,
+                                          memory_order_acq_rel) +
+                delta;
+    if (RT__UNLIKELY(v < 0))
+        rt__panic("sync: negative WaitGroup counter (%lld)", (long long)v);
+    if (v != 0 || delta >= 0)
+        return;
+
+    rt__lock_acquire(&wg->lk);
+    struct waiter *all = wq_take_all(&wg->wq);
+    rt__lock_release(&wg->lk);
+    wake_list(all);
+}
+
+void rt_waitgroup_done(rt_waitgroup *wg)
+{
+    rt_waitgroup_add(wg, -1);
+}
+
+void rt_waitgroup_wait(rt_waitgroup *wg)
+{
+    if (atomic_load_explicit(&wg->count, memory_order_acquire) == 0)
+        return;
+    rt__lock_acquire(&wg->lk);
+    if (atomic_load_explicit(&wg->count, memory_order_acquire) == 0) {
+        rt__lock_release(&wg->lk);
+        return;
+    }
+    struct waiter w;
+    waiter_init(&w);
+    wq_push_back(&wg->wq, &w);
+    park_on(&wg->lk, &w, "sync.WaitGroup.Wait");
+}
+
+/* ------------------------------------------------------------------- Once */
+
+static RT__NOINLINE void once_slow(rt_once *o, void (*fn)(void *), void *arg)
+{
+    rt_mutex_lock(&o->m);
+    if (!atomic_load_explicit(&o->done, memory_order_relaxed)) {
+        fn(arg);
+        atomic_store_explicit(&o->done, 1, memory_order_release);
+    }
+    rt_mutex_unlock(&o->m);
+}
+
+void rt_once_do(rt_once *o, void (*fn)(void *arg), void *arg)
+{
+    if (RT__LIKELY(atomic_load_explicit(&o->done, memory_order_acquire)))
+        return;
+    once_slow(o, fn, arg);
+}
