@@ -10,15 +10,18 @@
  *              sudog lives on its goroutine's stack: the goroutine is
  *              parked for as long as the sudog is queued.
  *
- * Invariants, all under c->lock:
- *   - at least one of sendq and recvq is empty, except when select
- *     waiters are queued (a select may wait to send and to receive on one
- *     channel, and its stale sudogs linger until it dequeues them);
+ * Invariants, all under c->lock (select sudogs are the exception: a
+ * select may wait to send and to receive on one channel, and the sudogs
+ * of a select that another channel already won linger until their
+ * goroutine runs and unlinks them; every dequeue skips them):
+ *   - at least one of sendq and recvq is empty;
  *   - cap > 0: sendq non-empty implies count == cap (the buffer is full),
  *     recvq non-empty implies count == 0 (it is empty);
- *   - closed: sendq is empty (close woke every sender) and recvq is empty
- *     (close woke every receiver, and nobody enqueues on a closed
- *     channel).
+ *   - closed: sendq and recvq are empty (close woke everyone, and nobody
+ *     enqueues on a closed channel);
+ *   - count, closed, recvq.first and sendq.first are also read without the
+ *     lock by the non-blocking fast paths and rt_chan_len, so they are
+ *     written with atomic stores (chan_internal.h).
  *
  * Wake-up protocol (Go's gopark/goready, see rt_internal.h): a blocking
  * goroutine enqueues its sudog with c->lock held and parks with an unlockf

@@ -39,7 +39,12 @@
  * walk may run in a timer callback (scheduler context): it only takes
  * rt__locks and closes channels, which never parks.
  *
- * Lifetime. A node is freed when its last reference goes (ctx_destroy):
+ * Lifetime. Every caller of an rt_ctx_* function must hold a reference for
+ * the duration of the call (a goroutine that cancels a context it did not
+ * create takes its own with rt_ctx_ref). A VALUE node cannot be cancelled:
+ * rt_ctx_cancel on it does nothing and rt_ctx_release just drops the
+ * reference, as Go's WithValue has no cancel function.
+ * A node is freed when its last reference goes (ctx_destroy):
  * first it takes n->anc->lk and unlinks itself if still listed, then it
  * stops its timer (rt__timer_stop waits for a running callback), frees the
  * done channel and the node, and drops its reference on the parent (in a
@@ -227,8 +232,8 @@ static void cancel_tree(rt_ctx *n, int err)
         list_del(top, c);
         rt__lock_acquire(&c->lk);
         if (atomic_load_explicit(&c->err, memory_order_relaxed)) {
-            /* Already done: whoever set err emptied or is emptying its
-             * list under c->lk; we saw it empty. */
+            /* Already done: whoever set err emptied c's list before
+             * releasing c->lk, and nothing registers under a done node. */
             rt__lock_release(&c->lk);
             continue;
         }
@@ -278,13 +283,12 @@ static rt_ctx *ctx_destroy(rt_ctx *n)
 void rt_ctx_unref(rt_ctx *ctx)
 {
     while (ctx && ctx->kind != CTX_BACKGROUND) {
-        long was = atomic_fetch_sub_explicit(&ctx->refs, 1,
-                                             memory_order_acq_rel);
+        long was =
+            atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel);
         if (was > 1)
             return;
         if (RT__UNLIKELY(was < 1))
-            rt__panic("context: unref of a released context %p",
-                      (void *)ctx);
+            rt__panic("context: unref of a released context %p", (void *)ctx);
         ctx = ctx_destroy(ctx);
     }
 }

@@ -248,7 +248,7 @@ typedef struct rt_rwmutex {
     uint32_t wwait;   /* writers waiting */
     rt__waitq rq, wq; /* parked readers, parked writers */
 } rt_rwmutex;
-#define RT_RWMUTEX_INIT {0}
+#define RT_RWMUTEX_INIT {{0}}
 void rt_rwmutex_rlock(rt_rwmutex *m);
 void rt_rwmutex_runlock(rt_rwmutex *m);
 void rt_rwmutex_lock(rt_rwmutex *m);

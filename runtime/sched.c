@@ -509,6 +509,18 @@ void rt__timer_added(int64_t when)
     }
 }
 
+/* The spawner parked on p's full ring, once the ring has drained to a
+ * quarter (see rt__go). */
+static rt_g *take_spawn_waiter(rt_p *p)
+{
+    rt_g *g = p->spawn_waiter;
+    if (g == NULL || runq_len(p) > RT__RUNQ_SIZE / 4)
+        return NULL;
+    p->spawn_waiter = NULL;
+    atomic_store(&g->state, RT_G_RUNNABLE);
+    return g;
+}
+
 /*
  * Find a G to run: local queue, global queue, timers, stealing; sleep
  * when there is nothing. NULL when the scheduler is stopping.
@@ -526,15 +538,17 @@ static rt_g *find_runnable(rt_m *m)
             if (tnext <= now)
                 run_timers(m, p, now);
         }
-        rt_g *g = p->spawn_waiter;
-        if (g != NULL && runq_len(p) <= RT__RUNQ_SIZE / 4) {
-            p->spawn_waiter = NULL; /* the queue drained: spawn on */
-            atomic_store(&g->state, RT_G_RUNNABLE);
+        rt_g *g;
+        if ((g = take_spawn_waiter(p)) != NULL)
             return g;
-        }
         if (++p->schedtick % 61 == 0 && (g = globrunqget(p, 1)) != NULL)
             return g;
         if ((g = runqget(p)) != NULL)
+            return g;
+        /* Thieves may have emptied the ring since the check above: a
+         * spawner waiting for room must not be left behind when we
+         * sleep. */
+        if ((g = take_spawn_waiter(p)) != NULL)
             return g;
         if ((g = globrunqget(p, 0)) != NULL) {
             reset_spinning(m);
@@ -873,6 +887,9 @@ void rt_sleep_until(int64_t deadline)
     /* Armed by g0 once we are switched out: the callback may run on
      * another M at once. */
     rt__park(sleep_arm, &t, "sleep");
+    /* The callback that woke us may still be returning on another M:
+     * wait for it before t (on this stack) goes out of scope. */
+    rt__timer_stop(&t);
 }
 
 void rt_sleep(int64_t ns)

@@ -102,8 +102,8 @@ static void sel_timer_fire(rt__timer *t)
 
 static int cmp_chan(const void *a, const void *b)
 {
-    uintptr_t x = (uintptr_t) * (rt_chan *const *)a;
-    uintptr_t y = (uintptr_t) * (rt_chan *const *)b;
+    rt_chan *const *pa = a, *const *pb = b;
+    uintptr_t x = (uintptr_t)*pa, y = (uintptr_t)*pb;
     return (x > y) - (x < y);
 }
 

@@ -34,25 +34,34 @@
  * lock to the queue head without ever clearing LOCKED. The mode ends when
  * the handed-off waiter waited less than 1 ms or was the last one.
  * Lost wakeups are impossible: a waiter adds itself to the count with a CAS
- * that requires LOCKED (or STARVING) set, under m->lk; an Unlock that
- * clears LOCKED afterwards sees the count and takes m->lk, which the waiter
- * only releases once parked (rt__park's unlockf).
+ * that requires LOCKED (or STARVING) set, under m->lk; the Unlock that
+ * clears LOCKED later sees the count and takes m->lk first, which the
+ * waiter only releases once parked (rt__park's unlockf).
+ * Unlock touches *m last with the atomic that clears LOCKED (or, in
+ * starvation mode, never clears it): it picks the waiter to wake while it
+ * still owns the mutex. So, as with pthread mutexes, a goroutine that takes
+ * the mutex after us may free it as soon as it unlocked it.
  *
- * RWMutex. Everything is under m->lk (Go packs it into atomics; our layout
- * is fixed and simpler). A reader enters when no writer holds the lock and
- * no writer waits (wwait == 0), so a stream of readers cannot starve a
- * writer. When the last reader leaves, the first queued writer gets the
- * lock. When a writer leaves, every queued reader is admitted at once, else
- * the next writer: readers and writers alternate under contention. Granted
- * waiters are counted in before they are woken (readers += n, writer =
- * true), so they return from the park owning the lock.
+ * RWMutex. Every field is under m->lk (Go packs them into atomics; our
+ * layout is fixed and simpler), so releasing m->lk is each call's last
+ * access to *m. A reader enters when no writer holds the lock and no
+ * writer waits (wwait == 0), so a stream of readers cannot starve a writer.
+ * When the last reader leaves, the first queued writer gets the lock. When
+ * a writer leaves, every queued reader is admitted at once, else the next
+ * writer: readers and writers alternate under contention. Granted waiters
+ * are counted in before they are woken (readers += n, writer = true), so
+ * they return from the park owning the lock.
  *
- * WaitGroup. wg->count is the counter; waiters queue under wg->lk. Wait
- * checks the counter, and if it is not zero re-checks it under wg->lk and
- * parks; the Add that brings the counter to zero takes wg->lk after its
- * atomic add and wakes everyone queued, so a waiter either sees zero or is
- * on the queue in time. As in Go, reusing a WaitGroup (a new Add from zero)
- * must happen after every previous Wait returned.
+ * WaitGroup. wg->count packs the counter (high 32 bits) and the number of
+ * parked waiters (low 32 bits), like Go's state word. A waiter, under
+ * wg->lk, CASes the waiter count up only while the counter is not zero,
+ * queues and parks; the Add that brings the counter to zero sees the
+ * waiter count in the same atomic and, only if it is not zero, takes
+ * wg->lk and wakes everyone queued. So a waiter either sees zero or is on
+ * the queue in time, and an Add with no waiter never touches the
+ * WaitGroup after its atomic add (the object may be freed by then). As in
+ * Go, reusing a WaitGroup (a new Add from zero) must happen after every
+ * previous Wait returned; the counter is limited to 2^31 - 1.
  *
  * Once: o->done is read with one acquire load on the fast path; the slow
  * path serialises callers on o->m and sets done (release) after fn returns,
@@ -73,7 +82,7 @@
 struct waiter {
     struct waiter *next;
     rt_g *g;
-    int64_t start;           /* Mutex: when it first queued (rt_now) */
+    int64_t start;            /* Mutex: when it first queued (rt_now) */
     _Atomic uint32_t granted; /* set by the waker before rt__ready */
 };
 
@@ -227,9 +236,9 @@ static RT__NOINLINE void mutex_lock_slow(rt_mutex *m)
             uint32_t new = old | MUTEX_LOCKED;
             if (awoke)
                 new &= ~MUTEX_WOKEN;
-            if (atomic_compare_exchange_weak_explicit(
-                    &m->state, &old, new, memory_order_acquire,
-                    memory_order_relaxed))
+            if (atomic_compare_exchange_weak_explicit(&m->state, &old, new,
+                                                      memory_order_acquire,
+                                                      memory_order_relaxed))
                 return;
             continue;
         }
@@ -317,43 +326,52 @@ static void mutex_handoff(rt_mutex *m)
     rt__ready(g);
 }
 
+/*
+ * Unlock with waiters or flags set. While waiters need a wakeup we pick one
+ * (count - 1, WOKEN) still holding LOCKED, and clear LOCKED as the very
+ * last access to *m: from then on another goroutine may take the mutex,
+ * release it and free it (the pattern "lock; last = --refs == 0; unlock;
+ * if (last) free" must work, as it does with pthread mutexes).
+ */
 static RT__NOINLINE void mutex_unlock_slow(rt_mutex *m)
 {
+    struct waiter *w = NULL;
+    rt_g *g = NULL;
     uint32_t old = atomic_load_explicit(&m->state, memory_order_relaxed);
     for (;;) {
         if (!(old & MUTEX_LOCKED))
             rt__panic("sync: unlock of unlocked mutex %p", (void *)m);
         if (old & MUTEX_STARVING) {
-            mutex_handoff(m);
-            return;
+            mutex_handoff(m); /* LOCKED stays set: ends our access */
+            break;
+        }
+        if (!w && nwaiters(old) != 0 && !(old & MUTEX_WOKEN)) {
+            rt__lock_acquire(&m->lk);
+            old = atomic_load_explicit(&m->state, memory_order_relaxed);
+            while (nwaiters(old) != 0 &&
+                   !(old & (MUTEX_WOKEN | MUTEX_STARVING))) {
+                if (atomic_compare_exchange_weak_explicit(
+                        &m->state, &old, (old - MUTEX_WAITER) | MUTEX_WOKEN,
+                        memory_order_relaxed, memory_order_relaxed)) {
+                    w = wq_pop(&m->wq);
+                    g = w->g;
+                    break;
+                }
+            }
+            rt__lock_release(&m->lk);
+            old = atomic_load_explicit(&m->state, memory_order_relaxed);
+            continue;
         }
         if (atomic_compare_exchange_weak_explicit(
                 &m->state, &old, old & ~MUTEX_LOCKED, memory_order_release,
                 memory_order_relaxed))
             break;
     }
-    old &= ~MUTEX_LOCKED;
-    if (nwaiters(old) == 0 || (old & MUTEX_WOKEN))
-        return;
-
-    /* Wake one waiter unless someone took the lock (it will wake one when
-     * it unlocks) or a goroutine is already awake. */
-    rt__lock_acquire(&m->lk);
-    old = atomic_load_explicit(&m->state, memory_order_relaxed);
-    for (;;) {
-        if (nwaiters(old) == 0 ||
-            (old & (MUTEX_LOCKED | MUTEX_WOKEN | MUTEX_STARVING))) {
-            rt__lock_release(&m->lk);
-            return;
-        }
-        if (atomic_compare_exchange_weak_explicit(
-                &m->state, &old, (old - MUTEX_WAITER) | MUTEX_WOKEN,
-                memory_order_relaxed, memory_order_relaxed))
-            break;
+    if (w) {
+        /* w is parked until rt__ready, so its record is still valid. */
+        atomic_store_explicit(&w->granted, 1, memory_order_release);
+        rt__ready(g);
     }
-    struct waiter *w = wq_pop(&m->wq);
-    rt__lock_release(&m->lk);
-    wake(w);
 }
 
 void rt_mutex_unlock(rt_mutex *m)
@@ -446,18 +464,39 @@ void rt_rwmutex_unlock(rt_rwmutex *m)
 
 /* -------------------------------------------------------------- WaitGroup */
 
+/*
+ * wg->count packs, as Go's WaitGroup.state: the counter in the high 32
+ * bits (signed), the number of parked waiters in the low 32 bits. An Add
+ * that brings the counter to zero with no waiter touches nothing else, so
+ * a Wait that returned at once may free the WaitGroup right away; with
+ * waiters it is safe to use wg->lk, since they cannot return before we
+ * wake them.
+ */
+#define WG_COUNTER(s) ((int32_t)((uint64_t)(s) >> 32))
+#define WG_WAITERS(s) ((uint32_t)(uint64_t)(s))
+
 void rt_waitgroup_add(rt_waitgroup *wg, int64_t delta)
 {
-    int64_t v = atomic_fetch_add_explicit(&wg->count, delta,
-                                          memory_order_acq_rel) +
-                delta;
+    if (RT__UNLIKELY(delta > INT32_MAX || delta < -INT32_MAX))
+        rt__panic("sync: WaitGroup delta %lld out of range", (long long)delta);
+    int64_t d = (int64_t)((uint64_t)delta << 32);
+    int64_t s =
+        atomic_fetch_add_explicit(&wg->count, d, memory_order_acq_rel) + d;
+    int64_t v = (int64_t)WG_COUNTER(s - d) + delta;
     if (RT__UNLIKELY(v < 0))
         rt__panic("sync: negative WaitGroup counter (%lld)", (long long)v);
-    if (v != 0 || delta >= 0)
+    if (RT__UNLIKELY(v > INT32_MAX))
+        rt__panic("sync: WaitGroup counter overflow");
+    if (v != 0 || WG_WAITERS(s) == 0)
         return;
 
+    /* Counter zero, waiters parked (or about to, under lk): wake them. */
     rt__lock_acquire(&wg->lk);
     struct waiter *all = wq_take_all(&wg->wq);
+    int64_t n = 0;
+    for (struct waiter *w = all; w; w = w->next)
+        n++;
+    atomic_fetch_sub_explicit(&wg->count, n, memory_order_relaxed);
     rt__lock_release(&wg->lk);
     wake_list(all);
 }
@@ -469,13 +508,18 @@ void rt_waitgroup_done(rt_waitgroup *wg)
 
 void rt_waitgroup_wait(rt_waitgroup *wg)
 {
-    if (atomic_load_explicit(&wg->count, memory_order_acquire) == 0)
+    int64_t s = atomic_load_explicit(&wg->count, memory_order_acquire);
+    if (WG_COUNTER(s) == 0)
         return;
     rt__lock_acquire(&wg->lk);
-    if (atomic_load_explicit(&wg->count, memory_order_acquire) == 0) {
-        rt__lock_release(&wg->lk);
-        return;
-    }
+    s = atomic_load_explicit(&wg->count, memory_order_acquire);
+    do {
+        if (WG_COUNTER(s) == 0) {
+            rt__lock_release(&wg->lk);
+            return;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(
+        &wg->count, &s, s + 1, memory_order_acquire, memory_order_acquire));
     struct waiter w;
     waiter_init(&w);
     wq_push_back(&wg->wq, &w);

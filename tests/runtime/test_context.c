@@ -306,14 +306,17 @@ static void test_child_of_done_parent(void **state)
 
 struct tree {
     rt_ctx *nodes[TREE_N];
-    bool deep; /* a chain instead of random parents */
+    bool deep;  /* a chain instead of random parents */
     bool timed; /* the root has a deadline: the timer callback cancels */
 };
 
+/* Owns a reference taken by its spawner: main may release the root
+ * before this goroutine's cancel has returned. */
 static void tree_cancel_root(void *arg)
 {
-    struct tree *t = arg;
-    rt_ctx_cancel(t->nodes[0]);
+    rt_ctx *root = arg;
+    rt_ctx_cancel(root);
+    rt_ctx_unref(root);
 }
 
 static void tree_main(void *arg)
@@ -357,7 +360,7 @@ static void tree_main(void *arg)
     } else {
         /* Cancel from a goroutine with the default 64 KiB stack. */
         rt_chan *d = rt_ctx_done(t->nodes[TREE_N - 1]);
-        rt_go(tree_cancel_root, t);
+        rt_go(tree_cancel_root, rt_ctx_ref(t->nodes[0]));
         rt_chan_recv(d, NULL, NULL);
         /* The canceller may still be walking other branches. */
         rt_chan_recv(rt_ctx_done(t->nodes[0]), NULL, NULL);
@@ -616,11 +619,13 @@ struct selectst {
     rt_ctx *ctx;
 };
 
+/* Owns the reference its spawner took for it. */
 static void select_canceller(void *arg)
 {
-    struct selectst *s = arg;
+    rt_ctx *ctx = arg;
     rt_sleep(5 * RT_MSEC);
-    rt_ctx_cancel(s->ctx);
+    rt_ctx_cancel(ctx);
+    rt_ctx_unref(ctx);
 }
 
 static void select_main(void *arg)
@@ -634,7 +639,7 @@ static void select_main(void *arg)
     CHECK(rt_select_default(none, 2) == -EAGAIN);
     CHECK(rt_select_timeout(none, 2, RT_MSEC) == -ETIMEDOUT);
 
-    rt_go(select_canceller, s);
+    rt_go(select_canceller, rt_ctx_ref(s->ctx));
     int v;
     rt_case cases[] = {RT_RECV_CASE(work, &v),
                        RT_RECV_CASE(rt_ctx_done(s->ctx), NULL)};

@@ -388,7 +388,7 @@ static int deep(int n)
 static void overflow_g(void *arg)
 {
     (void)arg;
-    deep(40); /* 40 KiB of frames... */
+    deep(40);  /* 40 KiB of frames... */
     deep(200); /* ...then 200 KiB on a 64 KiB stack */
 }
 
@@ -473,6 +473,128 @@ static void test_big_stack(void **state)
     assert_int_equal(r, 200);
 }
 
+/* ---------------------------------------------------- spawn back-pressure */
+
+typedef struct {
+    rt_waitgroup wg;
+    uint64_t max_live;
+} storm_state;
+
+static void nothing(void *arg)
+{
+    rt_waitgroup_done(&((storm_state *)arg)->wg);
+}
+
+static void storm_main(void *arg)
+{
+    storm_state *s = arg;
+    for (int i = 0; i < 200000; i++) {
+        rt_waitgroup_add(&s->wg, 1);
+        rt_go(nothing, s);
+        uint64_t live = rt_goroutines();
+        if (live > s->max_live)
+            s->max_live = live;
+    }
+    rt_waitgroup_wait(&s->wg);
+}
+
+/* A spawn storm holds about one run queue of goroutines per P, not one
+ * per goroutine ever spawned. */
+static void test_spawn_backpressure(void **state)
+{
+    (void)state;
+    for (int procs = 1; procs <= 2; procs++) {
+        storm_state s = {0};
+        rt_set_procs(procs);
+        assert_int_equal(rt_run(storm_main, &s), 0);
+        assert_true(s.max_live <= 256 * (uint64_t)procs + 64);
+    }
+    rt_set_procs(0);
+}
+
+/* ---------------------------------------------------------------- stress */
+
+/*
+ * Every P busy with a mix of everything the scheduler does: spawning,
+ * yielding, sleeping, blocking calls, channel hand-offs. Invariant: every
+ * token sent is received exactly once, and every goroutine ends.
+ */
+typedef struct {
+    rt_chan *tokens;
+    rt_waitgroup wg;
+    _Atomic long sum_in, sum_out;
+} stress_state;
+
+static intptr_t tiny_block(void *arg)
+{
+    (void)arg;
+    usleep(100);
+    return 1;
+}
+
+static void stress_leaf(void *arg)
+{
+    stress_state *s = arg;
+    long v;
+    rt_chan_recv(s->tokens, &v, NULL);
+    atomic_fetch_add(&s->sum_out, v);
+    rt_waitgroup_done(&s->wg);
+}
+
+static void stress_worker(void *arg)
+{
+    stress_state *s = arg;
+    uint64_t id = rt_goid();
+    for (long i = 0; i < 1500; i++) {
+        long v = (long)(id * 1000 + (uint64_t)i);
+        rt_waitgroup_add(&s->wg, 1);
+        rt_go(stress_leaf, s);
+        switch (i % 4) {
+        case 0:
+            rt_yield();
+            break;
+        case 1:
+            rt_sleep(RT_USEC * (int64_t)(i % 50));
+            break;
+        case 2:
+            if (i % 20 == 2)
+                rt_blocking(tiny_block, NULL);
+            break;
+        default:
+            break;
+        }
+        atomic_fetch_add(&s->sum_in, v);
+        rt_chan_send(s->tokens, &v);
+    }
+    rt_waitgroup_done(&s->wg);
+}
+
+static void stress_main(void *arg)
+{
+    stress_state *s = arg;
+    s->tokens = rt_chan_make(sizeof(long), 0);
+    for (int i = 0; i < 16; i++) {
+        rt_waitgroup_add(&s->wg, 1);
+        rt_go(stress_worker, s);
+    }
+    rt_waitgroup_wait(&s->wg);
+    rt_chan_free(s->tokens);
+}
+
+static void test_stress_all_ps(void **state)
+{
+    (void)state;
+    for (int procs = 2; procs <= 4; procs++) {
+        stress_state s = {0};
+        rt_set_procs(procs); /* 3 and 4 Ps on 2 CPUs: more interleavings */
+        int64_t t0 = rt_now();
+        assert_int_equal(rt_run(stress_main, &s), 0);
+        assert_true(rt_now() - t0 < 60 * RT_SEC);
+        assert_int_equal(atomic_load(&s.sum_in), atomic_load(&s.sum_out));
+    }
+    rt_set_procs(0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -487,6 +609,8 @@ int main(void)
         cmocka_unit_test(test_introspection),
         cmocka_unit_test(test_big_stack),
         cmocka_unit_test(test_stack_overflow_detected),
+        cmocka_unit_test(test_spawn_backpressure),
+        cmocka_unit_test(test_stress_all_ps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -56,6 +56,17 @@ static void run(int procs, void (*fn)(void *), void *arg)
                  fail_expr);
 }
 
+/*
+ * Hold the CPU-side of a wait for ns without a timer: yield until then.
+ * (Loops of rt_sleep are left to the scheduler's own tests.)
+ */
+static void yield_for(int64_t ns)
+{
+    int64_t end = rt_now() + ns;
+    while (rt_now() < end)
+        rt_yield();
+}
+
 /* ------------------------------------------------------ mutex: counter */
 
 #define COUNTER_G 8
@@ -183,7 +194,7 @@ static void starve_main(void *arg)
     rt_go(starve_hog, s);
     rt_go(starve_hog, s);
     while (!atomic_load(&s->started))
-        rt_sleep(100 * RT_USEC);
+        rt_yield();
     int64_t t0 = rt_now();
     rt_mutex_lock(&s->mu);
     s->waited = rt_now() - t0;
@@ -202,6 +213,80 @@ static void test_mutex_starvation(void **state)
      * never helped. */
     if (s.waited >= 500 * RT_MSEC)
         fail_msg("waiter starved for %lld ms", (long long)(s.waited / RT_MSEC));
+}
+
+/* ----------------------------------------- freeing right after unlock */
+
+/*
+ * The pthread guarantee: once unlocked, a mutex may be freed by whoever
+ * takes it next. Objects with an embedded mutex and a reference count are
+ * freed by the last unlocker while others may still be inside
+ * rt_mutex_unlock(); likewise a WaitGroup freed as soon as Wait returns.
+ * AddressSanitizer reports any access after the free.
+ */
+struct refobj {
+    rt_mutex mu;
+    int refs; /* under mu */
+};
+
+struct freeafter {
+    struct refobj *_Atomic objs[64];
+    rt_waitgroup wg;
+};
+
+static void freeafter_worker(void *arg)
+{
+    struct freeafter *f = arg;
+    for (int i = 0; i < 64; i++) {
+        struct refobj *o = atomic_load(&f->objs[i]);
+        rt_mutex_lock(&o->mu);
+        bool last = --o->refs == 0;
+        if (i % 4 == 0)
+            rt_yield(); /* let the others queue up behind us */
+        rt_mutex_unlock(&o->mu);
+        if (last)
+            free(o);
+    }
+    rt_waitgroup_done(&f->wg);
+}
+
+static void wgfree_worker(void *arg)
+{
+    rt_waitgroup_done(arg);
+}
+
+static void freeafter_main(void *arg)
+{
+    struct freeafter *f = arg;
+    enum { WORKERS = 6 };
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < 64; i++) {
+            struct refobj *o = calloc(1, sizeof *o);
+            CHECK(o != NULL);
+            o->refs = WORKERS;
+            atomic_store(&f->objs[i], o);
+        }
+        rt_waitgroup_add(&f->wg, WORKERS);
+        for (int i = 0; i < WORKERS; i++)
+            rt_go(freeafter_worker, f);
+        rt_waitgroup_wait(&f->wg);
+    }
+    for (int i = 0; i < 2000; i++) {
+        rt_waitgroup *wg = calloc(1, sizeof *wg);
+        CHECK(wg != NULL);
+        rt_waitgroup_add(wg, 2);
+        rt_go(wgfree_worker, wg);
+        rt_go(wgfree_worker, wg);
+        rt_waitgroup_wait(wg);
+        free(wg);
+    }
+}
+
+static void test_free_after_unlock(void **state)
+{
+    (void)state;
+    struct freeafter f = {.wg = RT_WAITGROUP_INIT};
+    run(2, freeafter_main, &f);
 }
 
 /* -------------------------------------------------- rwmutex: concurrency */
@@ -226,7 +311,7 @@ static void rwconc_reader(void *arg)
     /* Stay inside until every reader is in (bounded). */
     int64_t end = rt_now() + 2 * RT_SEC;
     while (atomic_load(&r->max_inside) < RW_READERS && rt_now() < end)
-        rt_sleep(200 * RT_USEC);
+        rt_yield();
     atomic_fetch_sub(&r->inside, 1);
     rt_rwmutex_runlock(&r->rw);
     rt_waitgroup_done(&r->wg);
@@ -248,7 +333,7 @@ static void rwconc_main(void *arg)
 static void test_rwmutex_readers_concurrent(void **state)
 {
     (void)state;
-    struct rwconc r = {0} /* zero value: unlocked */;
+    struct rwconc r = {0}; /* rw: the zero value is unlocked */
     run(2, rwconc_main, &r);
 }
 
@@ -311,7 +396,7 @@ static void rwex_main(void *arg)
 static void test_rwmutex_writer_exclusive(void **state)
 {
     (void)state;
-    struct rwex x = {0} /* zero value: unlocked */;
+    struct rwex x = {0}; /* rw: the zero value is unlocked */
     run(2, rwex_main, &x);
 }
 
@@ -336,7 +421,7 @@ static void rwstarve_reader(void *arg)
     while (!atomic_load(&s->stop) && rt_now() < end) {
         rt_rwmutex_rlock(&s->rw);
         atomic_fetch_add(&s->reads, 1);
-        rt_sleep(500 * RT_USEC);
+        yield_for(500 * RT_USEC);
         rt_rwmutex_runlock(&s->rw);
     }
     rt_waitgroup_done(&s->wg);
@@ -349,7 +434,7 @@ static void rwstarve_main(void *arg)
     rt_waitgroup_add(&s->wg, READERS);
     for (int i = 0; i < READERS; i++) {
         rt_go(rwstarve_reader, s);
-        rt_sleep(100 * RT_USEC); /* stagger them */
+        yield_for(100 * RT_USEC); /* stagger them */
     }
     rt_sleep(10 * RT_MSEC);
     CHECK(atomic_load(&s->reads) > 0);
@@ -364,7 +449,7 @@ static void rwstarve_main(void *arg)
 static void test_rwmutex_writer_not_starved(void **state)
 {
     (void)state;
-    struct rwstarve s = {0} /* zero value: unlocked */;
+    struct rwstarve s = {0}; /* rw: the zero value is unlocked */
     run(2, rwstarve_main, &s);
     /* Readers hold it 0.5 ms each; the writer waits for those inside. */
     if (s.waited >= 500 * RT_MSEC)
@@ -595,7 +680,7 @@ static void stress_main(void *arg)
 static void test_stress_all_procs(void **state)
 {
     (void)state;
-    struct stress s = {.mu = RT_MUTEX_INIT} /* rw: zero value */;
+    struct stress s = {.mu = RT_MUTEX_INIT}; /* rw: zero value */
     run(0, stress_main, &s);
     assert_true(s.a == s.b && s.x == s.y);
 }
@@ -730,6 +815,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mutex_counter),
         cmocka_unit_test(test_mutex_trylock),
         cmocka_unit_test(test_mutex_starvation),
+        cmocka_unit_test(test_free_after_unlock),
         cmocka_unit_test(test_rwmutex_readers_concurrent),
         cmocka_unit_test(test_rwmutex_writer_exclusive),
         cmocka_unit_test(test_rwmutex_writer_not_starved),
