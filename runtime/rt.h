@@ -234,7 +234,7 @@ typedef struct rt_mutex {
     rt__lock lk; /* protects wq */
     rt__waitq wq;
 } rt_mutex;
-#define RT_MUTEX_INIT {0}
+#define RT_MUTEX_INIT {.state = 0}
 void rt_mutex_lock(rt_mutex *m);
 bool rt_mutex_trylock(rt_mutex *m);
 void rt_mutex_unlock(rt_mutex *m);
@@ -248,7 +248,7 @@ typedef struct rt_rwmutex {
     uint32_t wwait;   /* writers waiting */
     rt__waitq rq, wq; /* parked readers, parked writers */
 } rt_rwmutex;
-#define RT_RWMUTEX_INIT {{0}}
+#define RT_RWMUTEX_INIT {.readers = 0}
 void rt_rwmutex_rlock(rt_rwmutex *m);
 void rt_rwmutex_runlock(rt_rwmutex *m);
 void rt_rwmutex_lock(rt_rwmutex *m);
@@ -260,7 +260,7 @@ typedef struct rt_waitgroup {
     rt__lock lk; /* protects wq */
     rt__waitq wq;
 } rt_waitgroup;
-#define RT_WAITGROUP_INIT {0}
+#define RT_WAITGROUP_INIT {.count = 0}
 void rt_waitgroup_add(rt_waitgroup *wg, int64_t delta);
 void rt_waitgroup_done(rt_waitgroup *wg);
 void rt_waitgroup_wait(rt_waitgroup *wg);
@@ -270,7 +270,7 @@ typedef struct rt_once {
     _Atomic uint32_t done;
     rt_mutex m;
 } rt_once;
-#define RT_ONCE_INIT {0}
+#define RT_ONCE_INIT {.done = 0}
 void rt_once_do(rt_once *o, void (*fn)(void *arg), void *arg);
 
 /* --------------------------------------------------------------- context */
