@@ -90,6 +90,7 @@ struct rt_ctx {
     rt_ctx *stack_next;          /* cancel_tree's stack */
     bool has_timer;
     rt__timer timer;
+    rt__ctx_watch *watchers; /* under lk; called once by mark_done */
 };
 
 static rt_ctx background = {
@@ -111,6 +112,62 @@ static void mark_done(rt_ctx *n, int err)
     rt_chan *d = atomic_load_explicit(&n->done, memory_order_relaxed);
     if (d)
         rt_chan_close(d);
+    while (n->watchers != NULL) {
+        rt__ctx_watch *w = n->watchers;
+        n->watchers = w->next;
+        w->linked = false;
+        w->fn(w, err);
+    }
+}
+
+/* ------------------------------------------------------------- watchers */
+
+static rt_ctx *canceller_of(rt_ctx *ctx);
+
+/*
+ * Watchers are how a goroutine parked on something other than a channel
+ * (an fd in the netpoller) learns that its context is done: Go's
+ * context.AfterFunc, minus the goroutine. fn runs under the canceller
+ * node's lock, so rt__ctx_watch_del() taking that lock knows fn is not
+ * running afterwards.
+ */
+int rt__ctx_watch_add(rt_ctx *ctx, rt__ctx_watch *w)
+{
+    rt_ctx *n = ctx != NULL ? canceller_of(ctx) : NULL;
+    w->node = n;
+    w->linked = false;
+    if (n == NULL)
+        return 0;
+    rt__lock_acquire(&n->lk);
+    int err = atomic_load_explicit(&n->err, memory_order_relaxed);
+    if (err == 0) {
+        w->next = n->watchers;
+        w->prev = NULL;
+        if (n->watchers != NULL)
+            n->watchers->prev = w;
+        n->watchers = w;
+        w->linked = true;
+    }
+    rt__lock_release(&n->lk);
+    return err;
+}
+
+void rt__ctx_watch_del(rt__ctx_watch *w)
+{
+    rt_ctx *n = w->node;
+    if (n == NULL)
+        return;
+    rt__lock_acquire(&n->lk);
+    if (w->linked) {
+        if (w->prev != NULL)
+            w->prev->next = w->next;
+        else
+            n->watchers = w->next;
+        if (w->next != NULL)
+            w->next->prev = w->prev;
+        w->linked = false;
+    }
+    rt__lock_release(&n->lk);
 }
 
 /* Make the done channel, closed already when n is done. n->lk held. */

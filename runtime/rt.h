@@ -29,6 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -184,8 +186,10 @@ typedef struct rt_case {
     bool ok;    /* RT_RECV: set like rt_chan_recv's ok */
 } rt_case;
 
-#define RT_RECV_CASE(ch, ptr) ((rt_case){.chan = (ch), .dir = RT_RECV, .elem = (ptr)})
-#define RT_SEND_CASE(ch, ptr) ((rt_case){.chan = (ch), .dir = RT_SEND, .elem = (void *)(ptr)})
+#define RT_RECV_CASE(ch, ptr)                                                  \
+    ((rt_case){.chan = (ch), .dir = RT_RECV, .elem = (ptr)})
+#define RT_SEND_CASE(ch, ptr)                                                  \
+    ((rt_case){.chan = (ch), .dir = RT_SEND, .elem = (void *)(ptr)})
 
 /*
  * Wait until one case can proceed, do it and return its index. Among ready
@@ -234,7 +238,10 @@ typedef struct rt_mutex {
     rt__lock lk; /* protects wq */
     rt__waitq wq;
 } rt_mutex;
-#define RT_MUTEX_INIT {.state = 0}
+#define RT_MUTEX_INIT                                                          \
+    {                                                                          \
+        .state = 0                                                             \
+    }
 void rt_mutex_lock(rt_mutex *m);
 bool rt_mutex_trylock(rt_mutex *m);
 void rt_mutex_unlock(rt_mutex *m);
@@ -242,13 +249,16 @@ void rt_mutex_unlock(rt_mutex *m);
 /* Readers-writer lock; a waiting writer blocks new readers. Zero value =
  * unlocked. */
 typedef struct rt_rwmutex {
-    rt__lock lk; /* protects every field below */
+    rt__lock lk;      /* protects every field below */
     int32_t readers;  /* active readers */
     bool writer;      /* a writer holds the lock */
     uint32_t wwait;   /* writers waiting */
     rt__waitq rq, wq; /* parked readers, parked writers */
 } rt_rwmutex;
-#define RT_RWMUTEX_INIT {.readers = 0}
+#define RT_RWMUTEX_INIT                                                        \
+    {                                                                          \
+        .readers = 0                                                           \
+    }
 void rt_rwmutex_rlock(rt_rwmutex *m);
 void rt_rwmutex_runlock(rt_rwmutex *m);
 void rt_rwmutex_lock(rt_rwmutex *m);
@@ -260,7 +270,10 @@ typedef struct rt_waitgroup {
     rt__lock lk; /* protects wq */
     rt__waitq wq;
 } rt_waitgroup;
-#define RT_WAITGROUP_INIT {.count = 0}
+#define RT_WAITGROUP_INIT                                                      \
+    {                                                                          \
+        .count = 0                                                             \
+    }
 void rt_waitgroup_add(rt_waitgroup *wg, int64_t delta);
 void rt_waitgroup_done(rt_waitgroup *wg);
 void rt_waitgroup_wait(rt_waitgroup *wg);
@@ -270,7 +283,10 @@ typedef struct rt_once {
     _Atomic uint32_t done;
     rt_mutex m;
 } rt_once;
-#define RT_ONCE_INIT {.done = 0}
+#define RT_ONCE_INIT                                                           \
+    {                                                                          \
+        .done = 0                                                              \
+    }
 void rt_once_do(rt_once *o, void (*fn)(void *arg), void *arg);
 
 /* --------------------------------------------------------------- context */
@@ -309,6 +325,75 @@ int64_t rt_ctx_deadline(rt_ctx *ctx);
 /* The value for key on the path to the root, or NULL. Keys compare by
  * address. */
 void *rt_ctx_value(rt_ctx *ctx, const void *key);
+
+/* ------------------------------------------------------ netpoller, fds */
+
+/*
+ * The netpoller: one epoll instance, edge-triggered, each fd registered
+ * once. The primitive every adapter (TLS, DNS, libcurl) builds on is
+ * rt_fd_wait(): park the calling goroutine until the fd is ready, with a
+ * deadline and a context.
+ *
+ * rt_fd_register() makes fd non-blocking and registers it (for read, write
+ * and peer hang-up). Returns 0 or a negative errno.
+ * rt_fd_wait() parks until fd is ready for mode (RT_READ or RT_WRITE):
+ * 0 when it is (or may be: retry the I/O and wait again on EAGAIN),
+ * -ETIMEDOUT at the deadline (RT_FOREVER: none), -ECANCELED when ctx (may
+ * be NULL) is done, -EBADF when the fd is unregistered meanwhile.
+ * rt_fd_unregister() wakes every goroutine waiting on fd (-EBADF) and
+ * removes it from the poller; it does not close fd.
+ * rt_fd_hup() tells whether the peer hung up (EPOLLRDHUP/HUP/ERR seen).
+ */
+enum { RT_READ = 1, RT_WRITE = 2 };
+int rt_fd_register(int fd);
+int rt_fd_wait(int fd, int mode, int64_t deadline, rt_ctx *ctx);
+void rt_fd_unregister(int fd);
+bool rt_fd_hup(int fd);
+
+/* ----------------------------------------------------------------- sockets */
+
+/*
+ * TCP connections and listeners on the netpoller. Every blocking call
+ * parks only its goroutine and takes a deadline (RT_FOREVER: none) and a
+ * context (NULL: none). Errors: -ETIMEDOUT (deadline), -ECANCELED (ctx
+ * done), -ECONNRESET (reset by peer), -EPIPE (write after the peer closed),
+ * -EBADF (the connection was closed by another goroutine), else a negative
+ * errno. rt_conn_read returns 0 at end of stream.
+ *
+ * Addresses are numeric "host:port" ("127.0.0.1:8080", "[::1]:8080",
+ * ":8080" for all interfaces); name resolution is not the runtime's job.
+ *
+ * A connection may be used by one reader and one writer goroutine at a
+ * time; rt_conn_close() from any goroutine wakes both with -EBADF, waits
+ * until they have left, then closes the fd and frees the connection.
+ */
+typedef struct rt_conn rt_conn;
+
+/* Caller owns *out: rt_conn_close(). */
+int rt_listen(const char *addr, int backlog, rt_conn **out);
+int rt_accept(rt_conn *ln, rt_conn **out, int64_t deadline, rt_ctx *ctx);
+int rt_dial(const char *addr, rt_conn **out, int64_t deadline, rt_ctx *ctx);
+
+ssize_t rt_conn_read(rt_conn *c, void *buf, size_t len, int64_t deadline,
+                     rt_ctx *ctx);
+/* Write all of buf (or fail): returns len or a negative errno. */
+ssize_t rt_conn_write(rt_conn *c, const void *buf, size_t len, int64_t deadline,
+                      rt_ctx *ctx);
+ssize_t rt_conn_writev(rt_conn *c, const struct iovec *iov, int iovcnt,
+                       int64_t deadline, rt_ctx *ctx);
+/* shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR. */
+int rt_conn_shutdown(rt_conn *c, int how);
+void rt_conn_close(rt_conn *c);
+
+int rt_conn_fd(rt_conn *c);
+/* The local address a listener is bound to (port 0 picks a free one). */
+int rt_conn_port(rt_conn *c);
+/*
+ * Has the peer gone away (FIN or RST)? Does not consume data: uses the
+ * poller's EPOLLRDHUP, else a 1-byte recv(MSG_PEEK), as nginx does. Data
+ * still buffered (a pipelined request) is not "gone".
+ */
+bool rt_conn_peer_gone(rt_conn *c);
 
 /* Message for the runtime's negative errno values. */
 const char *rt_strerror(int err);

@@ -90,8 +90,8 @@ struct rt_g {
 
     /* What goroutine dumps read while the G runs elsewhere: relaxed
      * atomics, written by the G itself or by its spawner. */
-    _Atomic uint64_t id;                   /* > 0 while live */
-    _Atomic(const char *) waitreason;      /* why it is waiting */
+    _Atomic uint64_t id;                 /* > 0 while live */
+    _Atomic(const char *) waitreason;    /* why it is waiting */
     _Atomic(const char *) fn_name, file; /* spawn site */
     _Atomic int line;
 
@@ -165,7 +165,7 @@ struct rt__timer {
     void *arg;
     /* private to timer.c */
     void *_Atomic heap; /* the heap holding it, or NULL */
-    int32_t idx;      /* index in heap */
+    int32_t idx;        /* index in heap */
     _Atomic int status;
 };
 
@@ -174,5 +174,29 @@ void rt__timer_init(rt__timer *t, void (*fn)(rt__timer *t), void *arg);
 void rt__timer_start(rt__timer *t, int64_t when);
 /* Disarm: true when t was pending and will now not fire. */
 bool rt__timer_stop(rt__timer *t);
+
+/* --------------------------------------------------------- ctx watchers */
+
+/*
+ * A callback for when a context is done (context.c). fn runs once, in the
+ * cancelling goroutine or a timer callback, with the context's lock held:
+ * it must not park or touch contexts; it may take rt__locks below context
+ * locks in the lock order and call rt__ready.
+ */
+typedef struct rt__ctx_watch rt__ctx_watch;
+struct rt__ctx_watch {
+    void (*fn)(rt__ctx_watch *w, int err);
+    void *arg;
+    /* private to context.c */
+    rt__ctx_watch *next, *prev;
+    rt_ctx *node;
+    bool linked;
+};
+/* Register w on ctx (NULL: nothing). Returns 0, or ctx's error when it is
+ * done already (fn is then not called). The caller holds a reference on
+ * ctx until rt__ctx_watch_del(). */
+int rt__ctx_watch_add(rt_ctx *ctx, rt__ctx_watch *w);
+/* Unregister; afterwards fn is neither running nor going to run. */
+void rt__ctx_watch_del(rt__ctx_watch *w);
 
 #endif /* FANFOLD_RT_INTERNAL_H */

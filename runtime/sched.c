@@ -143,9 +143,9 @@ static void switch_to_g0(rt_g *g, int action)
     g->switch_action = action;
 #ifdef RT_ASAN
     /* An exiting goroutine's fake stack is destroyed (NULL save slot). */
-    __sanitizer_start_switch_fiber(
-        action == RT__ACT_EXIT ? NULL : &g->asan_fake_stack, m->g0_stack_lo,
-        m->g0_stack_size);
+    __sanitizer_start_switch_fiber(action == RT__ACT_EXIT ? NULL
+                                                          : &g->asan_fake_stack,
+                                   m->g0_stack_lo, m->g0_stack_size);
 #endif
 #ifdef RT_TSAN
     __tsan_switch_to_fiber(m->tsan_fiber, 0);
@@ -250,8 +250,8 @@ static bool runqputslow(rt_p *p, rt_g *g, uint32_t h, uint32_t t)
 static void runqput(rt_p *p, rt_g *g, bool next)
 {
     if (next) {
-        rt_g *old = atomic_exchange_explicit(&p->runnext, g,
-                                             memory_order_acq_rel);
+        rt_g *old =
+            atomic_exchange_explicit(&p->runnext, g, memory_order_acq_rel);
         if (old == NULL)
             return;
         g = old; /* the displaced one goes to the ring */
@@ -293,10 +293,9 @@ static rt_g *runqget(rt_p *p)
         atomic_load_explicit(&p->runqtail, memory_order_relaxed) ==
             atomic_load_explicit(&p->runqhead, memory_order_relaxed)) {
         rt_g *next = atomic_load_explicit(&p->runnext, memory_order_relaxed);
-        if (next != NULL &&
-            atomic_compare_exchange_strong_explicit(&p->runnext, &next, NULL,
-                                                    memory_order_acquire,
-                                                    memory_order_relaxed)) {
+        if (next != NULL && atomic_compare_exchange_strong_explicit(
+                                &p->runnext, &next, NULL, memory_order_acquire,
+                                memory_order_relaxed)) {
             p->runnext_streak++;
             return next;
         }
@@ -345,10 +344,9 @@ static rt_g *runqsteal(rt_p *p, rt_p *victim, bool take_next)
             atomic_store_explicit(&p->runq[(t + i) % RT__RUNQ_SIZE], g,
                                   memory_order_relaxed);
         }
-        if (!atomic_compare_exchange_strong_explicit(&victim->runqhead, &h,
-                                                     h + n,
-                                                     memory_order_acq_rel,
-                                                     memory_order_relaxed))
+        if (!atomic_compare_exchange_strong_explicit(
+                &victim->runqhead, &h, h + n, memory_order_acq_rel,
+                memory_order_relaxed))
             continue;
         n--;
         rt_g *g = atomic_load_explicit(&p->runq[(t + n) % RT__RUNQ_SIZE],
@@ -364,7 +362,22 @@ static rt_g *runqsteal(rt_p *p, rt_p *victim, bool take_next)
 static void m_wake(rt_m *m)
 {
     atomic_store(&m->wake, 1);
-    rt__futex_wake(&m->wake, 1);
+    if (atomic_load(&m->in_poll))
+        rt__netpoll_break();
+    else
+        rt__futex_wake(&m->wake, 1);
+}
+
+/* Poll the network without blocking, unless another M is polling. */
+static void poll_nonblocking(void)
+{
+    if (atomic_load_explicit(&rt__s.npolled, memory_order_relaxed) == 0 ||
+        atomic_load_explicit(&rt__s.polling, memory_order_relaxed))
+        return;
+    if (atomic_exchange(&rt__s.polling, true))
+        return;
+    rt__netpoll(0);
+    atomic_store(&rt__s.polling, false);
 }
 
 /*
@@ -470,8 +483,24 @@ static void m_sleep(rt_m *m)
             scavenge = true;
         }
         atomic_store(&m->sleep_until, until);
-        int r = rt__futex_wait(&m->wake, 0,
-                               until == RT_FOREVER ? -1 : until - now);
+        int64_t timeout = until == RT_FOREVER ? -1 : until - now;
+        int r;
+        if (!atomic_exchange(&rt__s.polling, true)) {
+            /* The poller: block in epoll instead of on the futex. The
+             * wake word is re-checked after in_poll is published (see
+             * m_wake: one of the two sees the other). */
+            atomic_store(&m->in_poll, true);
+            if (atomic_load(&m->wake) == 0) {
+                int n = rt__netpoll(timeout);
+                r = n == 0 && atomic_load(&m->wake) == 0 ? -ETIMEDOUT : 0;
+            } else {
+                r = 0;
+            }
+            atomic_store(&m->in_poll, false);
+            atomic_store(&rt__s.polling, false);
+        } else {
+            r = rt__futex_wait(&m->wake, 0, timeout);
+        }
         atomic_store(&m->sleep_until, 0);
         scavenge = scavenge && r == -ETIMEDOUT && atomic_load(&m->wake) == 0;
     }
@@ -498,8 +527,7 @@ void rt__timer_added(int64_t when)
         int64_t until = atomic_load(&m->sleep_until);
         if (until != 0 && until > when) {
             /* Lower it so that others adding later timers don't wake it. */
-            if (atomic_compare_exchange_strong(&m->sleep_until, &until,
-                                               when)) {
+            if (atomic_compare_exchange_strong(&m->sleep_until, &until, when)) {
                 m_wake(m);
                 return;
             }
@@ -541,8 +569,16 @@ static rt_g *find_runnable(rt_m *m)
         rt_g *g;
         if ((g = take_spawn_waiter(p)) != NULL)
             return g;
-        if (++p->schedtick % 61 == 0 && (g = globrunqget(p, 1)) != NULL)
-            return g;
+        if (++p->schedtick % 61 == 0) {
+            /* Fairness: the global queue, and fds that nobody polled for
+             * 10 ms while everyone was busy. */
+            if ((g = globrunqget(p, 1)) != NULL)
+                return g;
+            if (rt_now() - atomic_load_explicit(&rt__s.last_poll,
+                                                memory_order_relaxed) >
+                10 * RT_MSEC)
+                poll_nonblocking();
+        }
         if ((g = runqget(p)) != NULL)
             return g;
         /* Thieves may have emptied the ring since the check above: a
@@ -554,6 +590,11 @@ static rt_g *find_runnable(rt_m *m)
             reset_spinning(m);
             return g;
         }
+
+        /* Ready fds before stealing (Go's findrunnable does the same). */
+        poll_nonblocking();
+        if ((g = runqget(p)) != NULL)
+            return g;
 
         /* Spin: limit spinners to half the busy Ms. */
         int busy = rt__s.nprocs - atomic_load(&rt__s.nidle);
@@ -570,8 +611,7 @@ static rt_g *find_runnable(rt_m *m)
                     reset_spinning(m);
                     return g;
                 }
-                if (atomic_load_explicit(&rt__s.stopping,
-                                         memory_order_relaxed))
+                if (atomic_load_explicit(&rt__s.stopping, memory_order_relaxed))
                     return NULL;
                 if (!runq_empty(p))
                     break;
@@ -650,8 +690,7 @@ static rt_g *after_switch(rt_m *m, rt_g *g)
     rt__stack_check(g, g->regs.sp);
     switch (g->switch_action) {
     case RT__ACT_PARK: {
-        bool keep = g->park_unlockf == NULL ||
-                    g->park_unlockf(g, g->park_arg);
+        bool keep = g->park_unlockf == NULL || g->park_unlockf(g, g->park_arg);
         int s = RT__G_PARKING;
         if (!keep) {
             /* Wait abandoned; a racing rt__ready is absorbed too. */
@@ -937,6 +976,7 @@ static void teardown(void)
     for (int i = 0; i < rt__s.nprocs; i++)
         rt__theap_destroy(&rt__s.ps[i].timers);
     rt__stacks_release_all();
+    rt__netpoll_destroy();
     free(rt__s.ps);
     free(rt__s.ms);
     memset(&rt__s, 0, sizeof rt__s);
@@ -958,6 +998,13 @@ int rt_run(void (*main_fn)(void *arg), void *arg)
     memset(rt__s.ps, 0, sizeof(rt_p) * (size_t)n);
     memset(rt__s.ms, 0, sizeof(rt_m) * (size_t)n);
     rt__s.nprocs = n;
+    int perr = rt__netpoll_init();
+    if (perr != 0) {
+        free(rt__s.ps);
+        free(rt__s.ms);
+        memset(&rt__s, 0, sizeof rt__s);
+        return perr;
+    }
     for (int i = 0; i < n; i++) {
         rt_p *p = &rt__s.ps[i];
         rt_m *m = &rt__s.ms[i];

@@ -75,8 +75,9 @@ struct rt_m {
     bool spinning; /* counted in sched.nspinning; owner or under sched.lock */
     bool idle;     /* on sched.idle list, under sched.lock */
     rt_m *idlenext;
-    _Atomic uint32_t wake;           /* futex word: 1 = wake up */
-    _Atomic int64_t sleep_until;     /* while asleep: its timeout */
+    _Atomic uint32_t wake;            /* futex word: 1 = wake up */
+    _Atomic int64_t sleep_until;      /* while asleep: its timeout */
+    _Atomic bool in_poll;             /* asleep in epoll, not on the futex */
     rt__timer *_Atomic running_timer; /* callback running on this M */
     void *g0_stack_lo;
     size_t g0_stack_size;
@@ -111,6 +112,12 @@ typedef struct rt__sched {
     /* Goroutines started outside any P (rt_run's main) and exits seen
      * without one; summed with the per-P counters. */
     _Atomic uint64_t nspawned_x, nexited_x;
+
+    /* Netpoller (netpoll.c): at most one M blocks in epoll at a time. */
+    int epfd, evfd;
+    _Atomic bool polling;      /* an M is inside rt__netpoll */
+    _Atomic int npolled;       /* fds registered */
+    _Atomic int64_t last_poll; /* when epoll was last consulted */
 } rt__sched;
 
 /* The one scheduler of the process: rt_run() initialises it and tears it
@@ -155,6 +162,12 @@ void rt__theap_destroy(rt__theap *th);
 int64_t rt__timers_run(rt__theap *th, int64_t now);
 /* Earliest deadline over all Ps. */
 int64_t rt__timers_next(void);
+
+/* netpoll.c */
+int rt__netpoll_init(void);
+void rt__netpoll_destroy(void);
+void rt__netpoll_break(void);
+int rt__netpoll(int64_t timeout);
 
 /* blocking.c */
 void rt__blocking_shutdown(void);

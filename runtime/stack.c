@@ -47,7 +47,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-
 #define SLAB_SLOTS 256
 #define GAP 4096
 #define CANARY_WORDS 8
@@ -67,8 +66,8 @@ typedef struct slab {
 /* Mappings owned by the allocator; protected by rt__s.glock. Global
  * because there is one scheduler per process (see rt__s). */
 static struct {
-    slab *slabs;   /* default-stack slabs, newest first */
-    slab *bigmaps; /* one entry per big stack mapping */
+    slab *slabs;     /* default-stack slabs, newest first */
+    slab *bigmaps;   /* one entry per big stack mapping */
     rt_g *bigfree;   /* free Gs with big stacks, pages released */
     rt_g *cleanfree; /* free default Gs whose stack pages were released */
     size_t pagesz;
@@ -158,8 +157,8 @@ static rt_g *alloc_default(void)
         /* Stacks first, then the slab's Gs side by side: the scheduler
          * walks Gs in lists, and packed they share cache lines and TLB
          * entries; a G beside its own stack would cost a TLB miss per G. */
-        size_t gbytes = (G_AREA * SLAB_SLOTS + page_size() - 1) &
-                        ~(page_size() - 1);
+        size_t gbytes =
+            (G_AREA * SLAB_SLOTS + page_size() - 1) & ~(page_size() - 1);
         sl->len = slot * SLAB_SLOTS + gbytes;
         sl->slot = slot;
         sl->used = 0;
@@ -293,8 +292,7 @@ void rt__g_free_big(rt_g *g)
 /* More free stacks are resident than the hot cache needs. */
 bool rt__stacks_scavenge_wanted(void)
 {
-    return atomic_load_explicit(&rt__s.ngfree, memory_order_relaxed) >
-           HOT_FREE;
+    return atomic_load_explicit(&rt__s.ngfree, memory_order_relaxed) > HOT_FREE;
 }
 
 /*
