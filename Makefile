@@ -161,4 +161,4 @@ ALL_OBJS := $(LLHTTP_OBJS) $(RT_OBJS) $(GW_OBJS) \
 include bench/runtime/bench.mk
 
 .PHONY: bench
-bench: bench-runtime
+bench: bench-runtime bench-net

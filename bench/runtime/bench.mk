@@ -31,3 +31,19 @@ bench-runtime: $(BENCH_RT_BIN)
 		bench/runtime/run.sh
 
 -include $(BENCH_RT_OBJ:.o=.d)
+
+# Loopback echo round trips per second through the netpoller and sockets.
+BENCH_ECHO_BIN := $(BUILD)/bench/bench_echo
+
+$(BUILD)/bench/bench_echo.o: bench/net/bench_echo.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(RT_CFLAGS) -c $< -o $@
+
+$(BENCH_ECHO_BIN): $(BUILD)/bench/bench_echo.o $(RT_LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^
+
+.PHONY: bench-net
+bench-net: $(BENCH_ECHO_BIN)
+	$(BENCH_ECHO_BIN) --procs 2 --seconds 3 --conns 1,64
+
+-include $(BUILD)/bench/bench_echo.d

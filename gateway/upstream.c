@@ -1,0 +1,1000 @@
+/*
+ * upstream.c — backend HTTP calls over libcurl's multi_socket API, driven
+ * by the runtime's netpoller (design and measurements: gateway/README.md).
+ *
+ * Shape. A gw_upstream owns one or more drivers. A driver is one goroutine
+ * that owns one CURLM, a private epoll instance (level-triggered) holding
+ * the sockets libcurl asks for (CURLMOPT_SOCKETFUNCTION) plus an eventfd,
+ * and libcurl's timer (CURLMOPT_TIMERFUNCTION). The driver waits for the
+ * private epoll fd itself through the netpoller (rt_fd_wait, deadline =
+ * libcurl's timer), then asks epoll_wait(.., 0) which sockets are ready and
+ * hands each to curl_multi_socket_action; completed transfers come out of
+ * curl_multi_info_read. Only the driver goroutine ever touches the CURLM
+ * (and an easy handle while it is added to it): a goroutine runs on one
+ * thread at a time, which is libcurl's rule for a multi handle.
+ *
+ * A call (struct call) carries an easy handle, its reply channel and the
+ * growing body and header buffers. Calls are pooled per client: the easy
+ * handle is curl_easy_reset and reused, the reply channel reused.
+ *
+ * Ownership of a call moves between two goroutines:
+ *   caller: takes a call from the pool, configures the easy handle, pushes
+ *           call->submit on the driver's queue; from then on the driver owns
+ *           the easy handle and the buffers, until it sends MSG_FINAL on
+ *           call->reply. The caller then reads the result, and puts the
+ *           call back into the pool.
+ *   driver: takes the queue, curl_multi_add_handle; on completion or
+ *           cancellation curl_multi_remove_handle, then MSG_FINAL. After
+ *           MSG_FINAL the driver touches the call again only to answer a
+ *           cancel node that was queued for it (MSG_ACK), and the caller
+ *           waits for that ACK, so no memory is shared once
+ *           gw_upstream_do returns.
+ * Cancellation: the caller selects on call->reply and rt_ctx_done(ctx).
+ * When ctx wins it pushes call->cancel and waits for MSG_ACK. The driver
+ * then removes a still-running transfer (libcurl closes a connection that
+ * is mid-transfer, so the backend sees the close) and answers
+ * MSG_FINAL|MSG_ACK; for a call already finished it answers MSG_ACK only.
+ * The reply channel holds 2 messages, so the driver never blocks on it.
+ *
+ * The queue is a lock-free multi-producer stack (a Treiber stack: pushes
+ * CAS the head, the driver takes all with one exchange and reverses it, so
+ * a call's submit is always handled before its cancel). When the client
+ * is freed the driver swaps in QUEUE_CLOSED: later pushes fail, and the
+ * caller knows the driver has already answered (or will answer) MSG_FINAL.
+ * Wake-ups: a driver about to park sets idle and re-checks the queue; a
+ * pusher that finds idle set clears it and writes the eventfd (a Dekker
+ * pair on seq_cst atomics), so a busy driver costs no syscall per call.
+ *
+ * Lifetime: gw_upstream_free closes every driver (in-flight calls get
+ * -ECANCELED), waits for them (up->drivers) and for every gw_upstream_do
+ * still returning (up->calls), then frees the pool and the client.
+ *
+ * Fields are owned as follows: shard.multi, epfd use, timer_deadline,
+ * active list, call.state: driver only. call.submit/cancel nodes: the
+ * queue. up->pool: pool_mu. Counters: atomics.
+ */
+#include "upstream.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#define DRIVER_STACK (512 * 1024) /* libcurl + OpenSSL run deep */
+#define MAX_EVENTS 64
+#define POOL_MAX 256 /* idle calls kept per client (easy handle + buffers) */
+#define BODY_MIN_CAP 1024
+#define HEADER_MIN_CAP 512
+#define CONNECT_TO_MAX 128 /* "::" + "[v6]:port" */
+
+enum { MSG_FINAL = 1, MSG_ACK = 2 };
+enum { NODE_SUBMIT, NODE_CANCEL };
+enum { CALL_QUEUED, CALL_ACTIVE, CALL_DONE };
+
+typedef struct qnode {
+    struct qnode *next;
+    int kind;
+} qnode;
+
+/* Marks a closed queue; never dereferenced. */
+static qnode queue_closed_mark;
+#define QUEUE_CLOSED (&queue_closed_mark)
+
+typedef struct shard shard;
+
+struct call {
+    qnode submit, cancel;
+    CURL *easy;
+    rt_chan *reply; /* int messages, capacity 2 */
+    struct curl_slist *hdrs, *connect_to;
+    int state;                /* driver only */
+    struct call *prev, *next; /* driver's active list */
+    CURLcode code;            /* set by the driver before MSG_FINAL */
+    int result;               /* a driver-side failure (-ENOMEM, -ECANCELED) */
+    bool too_big, oom;        /* set by the write / header callbacks */
+    size_t max_body;
+    char *body;
+    size_t body_len, body_cap;
+    char *hbuf; /* "name\0value\0"... */
+    size_t hbuf_len, hbuf_cap, nheaders;
+    struct call *pool_next;
+};
+
+struct shard {
+    gw_upstream *up;
+    CURLM *multi;
+    int epfd, evfd;
+    _Atomic(qnode *) head;
+    _Atomic int idle;
+    _Atomic bool closing;
+    int64_t timer_deadline; /* driver only; RT_FOREVER = none */
+    struct call *active;    /* driver only: transfers in the multi */
+};
+
+struct gw_upstream {
+    gw_upstream_opts opts;
+    char *ca_file;
+    shard *shards;
+    size_t nshards;
+    _Atomic size_t rr;
+    rt_waitgroup drivers; /* one per running driver */
+    rt_waitgroup calls;   /* one per gw_upstream_do in progress */
+    rt_mutex pool_mu;
+    struct call *pool; /* under pool_mu */
+    size_t pool_len;   /* under pool_mu */
+    _Atomic uint64_t n_calls, n_cancelled, n_connects;
+};
+
+/* ----------------------------------------------------------- libcurl */
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+
+static void curl_init(void)
+{
+    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* ------------------------------------------------------------- queue */
+
+/* Push n; false when the queue is closed (the driver has exited or is
+ * exiting and answers every call it took). Wakes a parked driver. */
+static bool queue_push(shard *sh, qnode *n)
+{
+    qnode *old = atomic_load(&sh->head);
+    do {
+        if (old == QUEUE_CLOSED)
+            return false;
+        n->next = old;
+    } while (!atomic_compare_exchange_weak(&sh->head, &old, n));
+    if (atomic_load(&sh->idle) && atomic_exchange(&sh->idle, 0)) {
+        uint64_t one = 1;
+        ssize_t r = write(sh->evfd, &one, sizeof one);
+        (void)r; /* EAGAIN: the counter is saturated, a wake-up is due */
+    }
+    return true;
+}
+
+/* Take everything pushed so far, oldest first (or close the queue). */
+static qnode *queue_take(shard *sh, bool close)
+{
+    qnode *n = atomic_exchange(&sh->head, close ? QUEUE_CLOSED : NULL);
+    if (n == QUEUE_CLOSED)
+        return NULL;
+    qnode *fifo = NULL;
+    while (n != NULL) {
+        qnode *next = n->next;
+        n->next = fifo;
+        fifo = n;
+        n = next;
+    }
+    return fifo;
+}
+
+/* ------------------------------------------------ callbacks (driver) */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct call *c = arg;
+    size_t len = size * nmemb;
+    if (len > c->max_body - c->body_len) {
+        c->too_big = true;
+        return 0; /* CURLE_WRITE_ERROR */
+    }
+    if (c->body_len + len + 1 > c->body_cap) {
+        size_t cap = c->body_cap != 0 ? c->body_cap : BODY_MIN_CAP;
+        if (c->body_cap == 0) {
+            curl_off_t cl = -1;
+            curl_easy_getinfo(c->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+            if (cl > 0 && (uint64_t)cl <= c->max_body)
+                cap = (size_t)cl + 1;
+        }
+        while (cap < c->body_len + len + 1)
+            cap = cap <= c->max_body / 2 ? cap * 2 : c->max_body + 1;
+        char *b = realloc(c->body, cap);
+        if (b == NULL) {
+            c->oom = true;
+            return 0;
+        }
+        c->body = b;
+        c->body_cap = cap;
+    }
+    memcpy(c->body + c->body_len, data, len);
+    c->body_len += len;
+    return len;
+}
+
+static bool hbuf_append(struct call *c, const char *s, size_t len)
+{
+    if (c->hbuf_len + len + 1 > c->hbuf_cap) {
+        size_t cap = c->hbuf_cap != 0 ? c->hbuf_cap : HEADER_MIN_CAP;
+        while (cap < c->hbuf_len + len + 1)
+            cap *= 2;
+        char *b = realloc(c->hbuf, cap);
+        if (b == NULL) {
+            c->oom = true;
+            return false;
+        }
+        c->hbuf = b;
+        c->hbuf_cap = cap;
+    }
+    memcpy(c->hbuf + c->hbuf_len, s, len);
+    c->hbuf[c->hbuf_len + len] = '\0';
+    c->hbuf_len += len + 1;
+    return true;
+}
+
+static void trim(const char **s, size_t *len)
+{
+    while (*len > 0 && (**s == ' ' || **s == '\t')) {
+        (*s)++;
+        (*len)--;
+    }
+    while (*len > 0 && strchr(" \t\r\n", (*s)[*len - 1]) != NULL)
+        (*len)--;
+}
+
+/* One header line of the answer. A status line starts a new header
+ * section (after 1xx answers only the last one counts). */
+static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
+{
+    struct call *c = arg;
+    size_t len = size * nmemb;
+    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        c->hbuf_len = 0;
+        c->nheaders = 0;
+        return len;
+    }
+    const char *colon = memchr(line, ':', len);
+    if (colon == NULL || line[0] == ' ' || line[0] == '\t')
+        return len; /* the empty line, or something we do not keep */
+    const char *name = line, *value = colon + 1;
+    size_t nlen = (size_t)(colon - line), vlen = len - nlen - 1;
+    trim(&name, &nlen);
+    trim(&value, &vlen);
+    if (c->hbuf_len + nlen + vlen + 2 > GW_UPSTREAM_MAX_HEADER_BYTES) {
+        c->too_big = true;
+        return 0;
+    }
+    if (!hbuf_append(c, name, nlen) || !hbuf_append(c, value, vlen))
+        return 0;
+    c->nheaders++;
+    return len;
+}
+
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *arg,
+                     void *sockp)
+{
+    (void)easy;
+    shard *sh = arg;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(sh->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    struct epoll_event ev = {
+        .events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) |
+                  ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u),
+        .data.fd = s,
+    };
+    int op = sockp != NULL ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(sh->epfd, op, s, &ev) != 0) {
+        op = errno == ENOENT ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+        if (epoll_ctl(sh->epfd, op, s, &ev) != 0)
+            return -1; /* libcurl fails the transfer */
+    }
+    if (sockp == NULL)
+        curl_multi_assign(sh->multi, s, sh); /* any non-NULL: "added" */
+    return 0;
+}
+
+static int on_timer(CURLM *multi, long timeout_ms, void *arg)
+{
+    (void)multi;
+    shard *sh = arg;
+    sh->timer_deadline =
+        timeout_ms < 0 ? RT_FOREVER : rt_now() + timeout_ms * RT_MSEC;
+    return 0;
+}
+
+/* ------------------------------------------------------------ driver */
+
+static void reply(struct call *c, int msg)
+{
+    if (!rt_chan_trysend(c->reply, &msg))
+        abort(); /* capacity 2 and at most 2 messages: cannot happen */
+}
+
+static void active_link(shard *sh, struct call *c)
+{
+    c->prev = NULL;
+    c->next = sh->active;
+    if (sh->active != NULL)
+        sh->active->prev = c;
+    sh->active = c;
+}
+
+static void active_unlink(shard *sh, struct call *c)
+{
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        sh->active = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+/* Take an active transfer out of the multi; MSG_FINAL goes with msg. */
+static void finish(shard *sh, struct call *c, CURLcode code, int result,
+                   int msg)
+{
+    curl_multi_remove_handle(sh->multi, c->easy);
+    active_unlink(sh, c);
+    c->state = CALL_DONE;
+    c->code = code;
+    c->result = result;
+    reply(c, msg | MSG_FINAL);
+}
+
+static void handle_node(shard *sh, qnode *n, bool closing)
+{
+    if (n->kind == NODE_SUBMIT) {
+        struct call *c =
+            (struct call *)((char *)n - offsetof(struct call, submit));
+        if (closing) {
+            c->state = CALL_DONE;
+            c->result = -ECANCELED;
+            reply(c, MSG_FINAL);
+            return;
+        }
+        CURLMcode mc = curl_multi_add_handle(sh->multi, c->easy);
+        if (mc != CURLM_OK) {
+            c->state = CALL_DONE;
+            c->result = mc == CURLM_OUT_OF_MEMORY ? -ENOMEM : -EIO;
+            reply(c, MSG_FINAL);
+            return;
+        }
+        c->state = CALL_ACTIVE;
+        active_link(sh, c);
+        return;
+    }
+    struct call *c = (struct call *)((char *)n - offsetof(struct call, cancel));
+    if (c->state == CALL_ACTIVE) {
+        atomic_fetch_add(&sh->up->n_cancelled, 1);
+        finish(sh, c, CURLE_OK, -ECANCELED, MSG_ACK);
+    } else {
+        reply(c, MSG_ACK);
+    }
+}
+
+/* Handle everything queued; true when something was. */
+static bool drain_queue(shard *sh, bool closing)
+{
+    qnode *n = queue_take(sh, closing);
+    bool any = n != NULL;
+    while (n != NULL) {
+        qnode *next = n->next; /* n may be reused once answered */
+        handle_node(sh, n, closing);
+        n = next;
+    }
+    return any;
+}
+
+/* Answer every transfer libcurl has finished. */
+static void reap(shard *sh)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(sh->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        struct call *c = NULL;
+        CURLcode code = m->data.result; /* m dies with remove_handle */
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+        finish(sh, c, code, 0, 0);
+    }
+}
+
+/* Hand ready sockets to libcurl; returns how many events there were. */
+static int poll_sockets(shard *sh)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    int n = epoll_wait(sh->epfd, evs, MAX_EVENTS, 0);
+    int running;
+    for (int i = 0; i < n; i++) {
+        int fd = evs[i].data.fd;
+        if (fd == sh->evfd) {
+            uint64_t v;
+            ssize_t r = read(sh->evfd, &v, sizeof v);
+            (void)r;
+            continue;
+        }
+        uint32_t e = evs[i].events;
+        int flags = ((e & (EPOLLIN | EPOLLHUP)) ? CURL_CSELECT_IN : 0) |
+                    ((e & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                    ((e & EPOLLERR) ? CURL_CSELECT_ERR : 0);
+        curl_multi_socket_action(sh->multi, fd, flags, &running);
+    }
+    return n > 0 ? n : 0;
+}
+
+static bool run_timer(shard *sh)
+{
+    if (sh->timer_deadline == RT_FOREVER || rt_now() < sh->timer_deadline)
+        return false;
+    int running;
+    sh->timer_deadline = RT_FOREVER;
+    curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    return true;
+}
+
+static void driver_exit(shard *sh)
+{
+    drain_queue(sh, true); /* closes the queue */
+    while (sh->active != NULL)
+        finish(sh, sh->active, CURLE_OK, -ECANCELED, 0);
+    curl_multi_cleanup(sh->multi); /* closes the pooled connections */
+    sh->multi = NULL;
+    rt_fd_unregister(sh->epfd);
+    /* epfd and evfd stay open until gw_upstream_free: a pusher that saw
+     * idle set may still write the eventfd. */
+}
+
+/*
+ * The driver goroutine: loops until the client is freed. Each round
+ * handles the queue, ready sockets, an expired timer and finished
+ * transfers; a round that found work yields (scheduling is cooperative)
+ * and goes again, an idle round parks on the private epoll fd until a
+ * socket is ready, libcurl's timer expires or a pusher writes the
+ * eventfd. epoll_wait(.., 0) returned nothing just before parking, and
+ * anything that becomes ready later reaches the (edge-triggered) runtime
+ * poller through the private epoll's wake-up, which rt_fd_wait latches.
+ */
+static void driver(void *arg)
+{
+    shard *sh = arg;
+    gw_upstream *up = sh->up;
+    while (!atomic_load(&sh->closing)) {
+        bool work = drain_queue(sh, false);
+        work |= poll_sockets(sh) > 0;
+        work |= run_timer(sh);
+        reap(sh);
+        if (work) {
+            rt_yield();
+            continue;
+        }
+        atomic_store(&sh->idle, 1);
+        if (atomic_load(&sh->head) != NULL || atomic_load(&sh->closing)) {
+            atomic_store(&sh->idle, 0);
+            continue;
+        }
+        rt_fd_wait(sh->epfd, RT_READ, sh->timer_deadline, NULL);
+        atomic_store(&sh->idle, 0);
+    }
+    driver_exit(sh);
+    rt_waitgroup_done(&up->drivers);
+}
+
+/* ------------------------------------------------------- client setup */
+
+static int shard_init(gw_upstream *up, shard *sh)
+{
+    const gw_upstream_opts *o = &up->opts;
+    sh->up = up;
+    sh->timer_deadline = RT_FOREVER;
+    atomic_init(&sh->head, NULL);
+    atomic_init(&sh->idle, 0);
+    atomic_init(&sh->closing, false);
+    sh->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (sh->epfd < 0)
+        return -errno;
+    int err;
+    sh->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (sh->evfd < 0) {
+        err = -errno;
+        goto fail_epoll;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = sh->evfd};
+    if (epoll_ctl(sh->epfd, EPOLL_CTL_ADD, sh->evfd, &ev) != 0) {
+        err = -errno;
+        goto fail_eventfd;
+    }
+    err = rt_fd_register(sh->epfd);
+    if (err != 0)
+        goto fail_eventfd;
+    sh->multi = curl_multi_init();
+    if (sh->multi == NULL) {
+        err = -ENOMEM;
+        goto fail_register;
+    }
+    curl_multi_setopt(sh->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(sh->multi, CURLMOPT_SOCKETDATA, sh);
+    curl_multi_setopt(sh->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(sh->multi, CURLMOPT_TIMERDATA, sh);
+    if (o->max_host_connections > 0) {
+        long per = (o->max_host_connections + (long)up->nshards - 1) /
+                   (long)up->nshards;
+        curl_multi_setopt(sh->multi, CURLMOPT_MAX_HOST_CONNECTIONS, per);
+    }
+    long idle = o->max_idle_connections > 0 ? o->max_idle_connections
+                                            : o->max_host_connections;
+    if (idle > 0)
+        curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS, idle);
+    return 0;
+
+fail_register:
+    rt_fd_unregister(sh->epfd);
+fail_eventfd:
+    close(sh->evfd);
+fail_epoll:
+    close(sh->epfd);
+    return err;
+}
+
+int gw_upstream_new(const gw_upstream_opts *opts, gw_upstream **out)
+{
+    *out = NULL;
+    pthread_once(&curl_once, curl_init);
+    if (curl_init_rc != CURLE_OK)
+        return -ENOMEM;
+    gw_upstream *up = calloc(1, sizeof *up);
+    if (up == NULL)
+        return -ENOMEM;
+    if (opts != NULL)
+        up->opts = *opts;
+    if (up->opts.max_response_bytes == 0)
+        up->opts.max_response_bytes = GW_UPSTREAM_DEFAULT_MAX_RESPONSE_BYTES;
+    if (up->opts.max_host_connections < 0 || up->opts.drivers < 0 ||
+        up->opts.max_idle_connections < 0 ||
+        up->opts.max_response_bytes > SIZE_MAX / 4) {
+        free(up);
+        return -EINVAL;
+    }
+    int err = -ENOMEM;
+    if (up->opts.ca_file != NULL) {
+        up->ca_file = strdup(up->opts.ca_file);
+        if (up->ca_file == NULL)
+            goto fail_up;
+    }
+    up->opts.ca_file = up->ca_file;
+    up->nshards = up->opts.drivers > 0 ? (size_t)up->opts.drivers : 1;
+    up->shards = calloc(up->nshards, sizeof *up->shards);
+    if (up->shards == NULL)
+        goto fail_ca;
+    size_t i;
+    for (i = 0; i < up->nshards; i++) {
+        err = shard_init(up, &up->shards[i]);
+        if (err != 0)
+            goto fail_shards;
+    }
+    rt_go_opts go = {.stack_size = DRIVER_STACK};
+    for (i = 0; i < up->nshards; i++) {
+        rt_waitgroup_add(&up->drivers, 1);
+        rt_go_opts(driver, &up->shards[i], &go);
+    }
+    *out = up;
+    return 0;
+
+fail_shards:
+    while (i-- > 0) {
+        shard *sh = &up->shards[i];
+        curl_multi_cleanup(sh->multi);
+        rt_fd_unregister(sh->epfd);
+        close(sh->evfd);
+        close(sh->epfd);
+    }
+    free(up->shards);
+fail_ca:
+    free(up->ca_file);
+fail_up:
+    free(up);
+    return err;
+}
+
+static void call_destroy(struct call *c)
+{
+    curl_easy_cleanup(c->easy);
+    rt_chan_free(c->reply);
+    free(c->body);
+    free(c->hbuf);
+    free(c);
+}
+
+void gw_upstream_free(gw_upstream *up)
+{
+    if (up == NULL)
+        return;
+    for (size_t i = 0; i < up->nshards; i++) {
+        shard *sh = &up->shards[i];
+        atomic_store(&sh->closing, true);
+        uint64_t one = 1;
+        ssize_t r = write(sh->evfd, &one, sizeof one);
+        (void)r;
+    }
+    rt_waitgroup_wait(&up->drivers);
+    rt_waitgroup_wait(&up->calls);
+    for (size_t i = 0; i < up->nshards; i++) {
+        close(up->shards[i].evfd);
+        close(up->shards[i].epfd);
+    }
+    struct call *c = up->pool;
+    while (c != NULL) {
+        struct call *next = c->pool_next;
+        call_destroy(c);
+        c = next;
+    }
+    free(up->shards);
+    free(up->ca_file);
+    free(up);
+}
+
+/* -------------------------------------------------------- caller side */
+
+static struct call *call_get(gw_upstream *up)
+{
+    rt_mutex_lock(&up->pool_mu);
+    struct call *c = up->pool;
+    if (c != NULL) {
+        up->pool = c->pool_next;
+        up->pool_len--;
+    }
+    rt_mutex_unlock(&up->pool_mu);
+    if (c != NULL)
+        return c;
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->easy = curl_easy_init();
+    c->reply = rt_chan_make(sizeof(int), 2);
+    if (c->easy == NULL || c->reply == NULL) {
+        if (c->easy != NULL)
+            curl_easy_cleanup(c->easy);
+        if (c->reply != NULL)
+            rt_chan_free(c->reply);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Reset a call for reuse and pool it (or destroy it if the pool is full). */
+static void call_put(gw_upstream *up, struct call *c)
+{
+    curl_easy_reset(c->easy);
+    curl_slist_free_all(c->hdrs);
+    curl_slist_free_all(c->connect_to);
+    c->hdrs = c->connect_to = NULL;
+    free(c->body);
+    c->body = NULL;
+    c->body_len = c->body_cap = 0;
+    c->hbuf_len = c->nheaders = 0;
+    if (c->hbuf_cap > 4 * HEADER_MIN_CAP) {
+        free(c->hbuf);
+        c->hbuf = NULL;
+        c->hbuf_cap = 0;
+    }
+    c->too_big = c->oom = false;
+    c->code = CURLE_OK;
+    c->result = 0;
+    rt_mutex_lock(&up->pool_mu);
+    bool keep = up->pool_len < POOL_MAX;
+    if (keep) {
+        c->pool_next = up->pool;
+        up->pool = c;
+        up->pool_len++;
+    }
+    rt_mutex_unlock(&up->pool_mu);
+    if (!keep)
+        call_destroy(c);
+}
+
+/* Check "a.b.c.d:port" / "[v6]:port" and make libcurl's CONNECT_TO entry
+ * "::host:port" (any URL host and port goes there). */
+static int connect_to_entry(const char *addr, char *out, size_t outlen)
+{
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL || colon == addr || colon[1] == '\0')
+        return -EINVAL;
+    char host[64];
+    size_t hlen = (size_t)(colon - addr);
+    const char *h = addr;
+    int af = AF_INET;
+    if (addr[0] == '[') {
+        if (hlen < 3 || addr[hlen - 1] != ']')
+            return -EINVAL;
+        h = addr + 1;
+        hlen -= 2;
+        af = AF_INET6;
+    }
+    if (hlen >= sizeof host)
+        return -EINVAL;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    unsigned char buf[sizeof(struct in6_addr)];
+    if (inet_pton(af, host, buf) != 1)
+        return -EINVAL;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 1 || port > 65535)
+        return -EINVAL;
+    int n = snprintf(out, outlen, "::%s", addr);
+    return n > 0 && (size_t)n < outlen ? 0 : -EINVAL;
+}
+
+static int call_setup(gw_upstream *up, struct call *c,
+                      const gw_upstream_req *req, int64_t deadline)
+{
+    CURL *e = c->easy;
+    c->max_body = up->opts.max_response_bytes;
+    c->state = CALL_QUEUED;
+    c->submit.kind = NODE_SUBMIT;
+    c->cancel.kind = NODE_CANCEL;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        struct curl_slist *l = curl_slist_append(c->hdrs, req->headers[i]);
+        if (l == NULL)
+            return -ENOMEM;
+        c->hdrs = l;
+    }
+    if (req->body != NULL) {
+        /* No "Expect: 100-continue" round trip for large bodies. */
+        struct curl_slist *l = curl_slist_append(c->hdrs, "Expect:");
+        if (l == NULL)
+            return -ENOMEM;
+        c->hdrs = l;
+    }
+    if (req->connect_to != NULL) {
+        char entry[CONNECT_TO_MAX];
+        int err = connect_to_entry(req->connect_to, entry, sizeof entry);
+        if (err != 0)
+            return err;
+        c->connect_to = curl_slist_append(NULL, entry);
+        if (c->connect_to == NULL)
+            return -ENOMEM;
+    }
+    CURLcode rc = CURLE_OK;
+#define SET(opt, val)                                                          \
+    do {                                                                       \
+        if (rc == CURLE_OK)                                                    \
+            rc = curl_easy_setopt(e, opt, val);                                \
+    } while (0)
+    SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_PRIVATE, c);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, c);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, c);
+    SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
+    if (c->hdrs != NULL)
+        SET(CURLOPT_HTTPHEADER, c->hdrs);
+    if (c->connect_to != NULL)
+        SET(CURLOPT_CONNECT_TO, c->connect_to);
+    if (up->ca_file != NULL)
+        SET(CURLOPT_CAINFO, up->ca_file);
+    const char *m = req->method != NULL ? req->method : "GET";
+    if (strcmp(m, "HEAD") == 0)
+        SET(CURLOPT_NOBODY, 1L);
+    else if (strcmp(m, "GET") != 0 || req->body != NULL)
+        SET(CURLOPT_CUSTOMREQUEST, m);
+    if (req->body != NULL) {
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        SET(CURLOPT_POSTFIELDS, req->body);
+    }
+    if (deadline != RT_FOREVER) {
+        int64_t left = deadline - rt_now();
+        long ms = left <= 0 ? 1 : (long)((left + RT_MSEC - 1) / RT_MSEC);
+        SET(CURLOPT_TIMEOUT_MS, ms);
+    }
+#undef SET
+    if (rc == CURLE_OUT_OF_MEMORY)
+        return -ENOMEM;
+    return rc == CURLE_OK ? 0 : -EINVAL;
+}
+
+/* libcurl's verdict as one of our errors. */
+static int map_error(struct call *c)
+{
+    long oserr = 0;
+    switch (c->code) {
+    case CURLE_OK:
+        return 0;
+    case CURLE_WRITE_ERROR:
+        return c->oom ? -ENOMEM : c->too_big ? -EFBIG : -EIO;
+    case CURLE_FILESIZE_EXCEEDED:
+        return -EFBIG;
+    case CURLE_OPERATION_TIMEDOUT:
+        return -ETIMEDOUT;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return -EHOSTUNREACH;
+    case CURLE_COULDNT_CONNECT:
+        curl_easy_getinfo(c->easy, CURLINFO_OS_ERRNO, &oserr);
+        if (oserr == EHOSTUNREACH || oserr == ENETUNREACH)
+            return -EHOSTUNREACH;
+        return -ECONNREFUSED;
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+        return -ECONNRESET;
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+        return -EPROTO;
+    case CURLE_OUT_OF_MEMORY:
+        return -ENOMEM;
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_BAD_FUNCTION_ARGUMENT:
+        return -EINVAL;
+    default:
+        return -EIO;
+    }
+}
+
+/* After MSG_FINAL: move the answer into *resp. */
+static int collect(gw_upstream *up, struct call *c, gw_upstream_resp *resp)
+{
+    long nconn = 0;
+    curl_easy_getinfo(c->easy, CURLINFO_NUM_CONNECTS, &nconn);
+    if (nconn > 0)
+        atomic_fetch_add(&up->n_connects, (uint64_t)nconn);
+    int err = c->result != 0 ? c->result : map_error(c);
+    if (err != 0)
+        return err;
+    long status = 0;
+    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (c->body == NULL) {
+        c->body = malloc(1);
+        if (c->body == NULL)
+            return -ENOMEM;
+    }
+    char *headers = malloc(c->hbuf_len + 1);
+    if (headers == NULL)
+        return -ENOMEM;
+    if (c->hbuf_len > 0)
+        memcpy(headers, c->hbuf, c->hbuf_len);
+    headers[c->hbuf_len] = '\0';
+    c->body[c->body_len] = '\0';
+    resp->status = (int)status;
+    resp->body = c->body;
+    resp->body_len = c->body_len;
+    resp->headers = headers;
+    resp->nheaders = c->nheaders;
+    c->body = NULL; /* the caller owns it now */
+    return 0;
+}
+
+/* ctx is done: have the driver drop the transfer and wait until it no
+ * longer touches c. */
+static void cancel_and_wait(shard *sh, struct call *c)
+{
+    bool acked = !queue_push(sh, &c->cancel);
+    bool final = false;
+    /* At most two messages come: MSG_FINAL and MSG_ACK (maybe as one). */
+    for (int i = 0; i < 2 && !(final && acked); i++) {
+        int msg = 0;
+        rt_chan_recv(c->reply, &msg, NULL);
+        final |= (msg & MSG_FINAL) != 0;
+        acked |= (msg & MSG_ACK) != 0;
+    }
+}
+
+int gw_upstream_do(gw_upstream *up, const gw_upstream_req *req, rt_ctx *ctx,
+                   gw_upstream_resp *resp)
+{
+    memset(resp, 0, sizeof *resp);
+    if (up == NULL || req == NULL || req->url == NULL)
+        return -EINVAL;
+    int err = ctx != NULL ? rt_ctx_err(ctx) : 0;
+    if (err != 0)
+        return err;
+    int64_t deadline = ctx != NULL ? rt_ctx_deadline(ctx) : RT_FOREVER;
+    if (deadline <= rt_now())
+        return -ETIMEDOUT;
+
+    rt_waitgroup_add(&up->calls, 1);
+    struct call *c = call_get(up);
+    if (c == NULL) {
+        rt_waitgroup_done(&up->calls);
+        return -ENOMEM;
+    }
+    err = call_setup(up, c, req, deadline);
+    if (err != 0)
+        goto out;
+    shard *sh = &up->shards[atomic_fetch_add(&up->rr, 1) % up->nshards];
+    atomic_fetch_add(&up->n_calls, 1);
+    if (!queue_push(sh, &c->submit)) {
+        err = -ECANCELED;
+        goto out;
+    }
+    int msg = 0;
+    rt_case cases[2] = {
+        RT_RECV_CASE(c->reply, &msg),
+        RT_RECV_CASE(ctx != NULL ? rt_ctx_done(ctx) : NULL, NULL),
+    };
+    if (rt_select(cases, 2) == 0) {
+        err = collect(up, c, resp);
+    } else {
+        cancel_and_wait(sh, c);
+        err = rt_ctx_err(ctx);
+    }
+out:
+    call_put(up, c);
+    rt_waitgroup_done(&up->calls);
+    return err;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+const char *gw_upstream_resp_header(const gw_upstream_resp *resp,
+                                    const char *name)
+{
+    const char *p = resp->headers;
+    for (size_t i = 0; p != NULL && i < resp->nheaders; i++) {
+        const char *value = p + strlen(p) + 1;
+        if (strcasecmp(p, name) == 0)
+            return value;
+        p = value + strlen(value) + 1;
+    }
+    return NULL;
+}
+
+void gw_upstream_resp_free(gw_upstream_resp *resp)
+{
+    if (resp == NULL)
+        return;
+    free(resp->body);
+    free(resp->headers);
+    memset(resp, 0, sizeof *resp);
+}
+
+const char *gw_upstream_strerror(int err)
+{
+    switch (err) {
+    case 0:
+        return "ok";
+    case -ETIMEDOUT:
+        return "timeout";
+    case -ECANCELED:
+        return "cancelled";
+    case -ECONNREFUSED:
+        return "connection refused";
+    case -ECONNRESET:
+        return "connection reset";
+    case -EHOSTUNREACH:
+        return "host unreachable";
+    case -EPROTO:
+        return "protocol or TLS error";
+    case -EFBIG:
+        return "response too large";
+    case -EINVAL:
+        return "invalid request";
+    case -ENOMEM:
+        return "out of memory";
+    default:
+        return "upstream error";
+    }
+}
+
+void gw_upstream_stats_get(gw_upstream *up, gw_upstream_stats *out)
+{
+    out->calls = atomic_load(&up->n_calls);
+    out->cancelled = atomic_load(&up->n_cancelled);
+    out->connects = atomic_load(&up->n_connects);
+}
