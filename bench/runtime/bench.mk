@@ -42,8 +42,25 @@ $(BUILD)/bench/bench_echo.o: bench/net/bench_echo.c
 $(BENCH_ECHO_BIN): $(BUILD)/bench/bench_echo.o $(RT_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^
 
-.PHONY: bench-net
-bench-net: $(BENCH_ECHO_BIN)
-	$(BENCH_ECHO_BIN) --procs 2 --seconds 3 --conns 1,64
+# Upstream calls per second through the libcurl client against a tiny
+# epoll backend (a separate process, so the client's CPU is what counts).
+BENCH_UP_BIN := $(BUILD)/bench/bench_upstream
+MINI_BACKEND := $(BUILD)/bench/mini_backend
 
--include $(BUILD)/bench/bench_echo.d
+$(BUILD)/bench/bench_upstream.o: bench/net/bench_upstream.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(GW_CFLAGS) -c $< -o $@
+
+$(BENCH_UP_BIN): $(BUILD)/bench/bench_upstream.o $(GW_LINK)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(MINI_BACKEND): bench/net/mini_backend.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -o $@ $<
+
+.PHONY: bench-net
+bench-net: $(BENCH_ECHO_BIN) $(BENCH_UP_BIN) $(MINI_BACKEND)
+	$(BENCH_ECHO_BIN) --procs 2 --seconds 3 --conns 1,64
+	bench/net/run-upstream.sh $(MINI_BACKEND) $(BENCH_UP_BIN)
+
+-include $(BUILD)/bench/bench_echo.d $(BUILD)/bench/bench_upstream.d
