@@ -316,10 +316,14 @@ static bool runq_empty(rt_p *p)
            atomic_load(&p->runnext) == NULL;
 }
 
-/* Steal half of victim's ring into p's (empty) ring; returns one G. */
+/* Steal half of victim's ring into p's ring, which must be empty (the
+ * stolen batch is written at p's tail without a capacity check, as in
+ * Go); returns one G. */
 static rt_g *runqsteal(rt_p *p, rt_p *victim, bool take_next)
 {
     uint32_t t = atomic_load_explicit(&p->runqtail, memory_order_relaxed);
+    if (t != atomic_load_explicit(&p->runqhead, memory_order_acquire))
+        return NULL; /* not empty: the caller takes from its own ring */
     for (;;) {
         uint32_t h =
             atomic_load_explicit(&victim->runqhead, memory_order_acquire);
@@ -444,10 +448,15 @@ static rt_g *steal_work(rt_m *m, bool take_next)
         rt_p *v = &rt__s.ps[(start + i) % n];
         if (v == p)
             continue;
-        /* Run the victim's due timers too: its M may be busy. */
+        /* Run the victim's due timers too: its M may be busy. Their
+         * callbacks ready goroutines onto our own P: take those first. */
         if (atomic_load_explicit(&v->timers.next, memory_order_relaxed) <=
-            rt_now())
+            rt_now()) {
             rt__timers_run(&v->timers, rt_now());
+            rt_g *g = runqget(p);
+            if (g != NULL)
+                return g;
+        }
         rt_g *g = runqsteal(p, v, take_next);
         if (g != NULL)
             return g;

@@ -1127,6 +1127,33 @@ static void test_client_gone_in_handshake(void **state)
     run((run_args){.client = hello_then_gone_client, .mode = MODE_ECHO});
 }
 
+/* Closes the TCP connection without close_notify: the server reads end of
+ * stream (0), not an error. */
+static void fin_client(server *s)
+{
+    client_opts o = {ALPN(ALPN_HTTP11)};
+    client cl;
+    srv_result r;
+    char buf[3];
+
+    CHECK(cl_connect(&cl, s, &o) == 0);
+    CHECK(cl_write(&cl, "abc", 3) == 0);
+    CHECK(cl_read(&cl, buf, 3) == 3);
+    cl_close(&cl); /* FIN, no close_notify */
+    if (next_result(s, &r)) {
+        CHECK(r.accept_rc == 0);
+        CHECK(r.io_rc == 0);
+        CHECK(r.bytes == 3);
+    }
+    good_client(s);
+}
+
+static void test_eof_without_close_notify(void **state)
+{
+    (void)state;
+    run((run_args){.client = fin_client, .mode = MODE_ECHO});
+}
+
 /* ------------------------------------------------- deadlines after hello */
 
 /* The server's first read times out (200 ms); the session goes on. */
@@ -1203,6 +1230,7 @@ int main(void)
         cmocka_unit_test(test_silent_client_times_out),
         cmocka_unit_test(test_handshake_cancelled),
         cmocka_unit_test(test_client_gone_in_handshake),
+        cmocka_unit_test(test_eof_without_close_notify),
         cmocka_unit_test(test_read_timeout_keeps_session),
         cmocka_unit_test(test_peer_reset_during_write),
     };

@@ -595,6 +595,52 @@ static void test_stress_all_ps(void **state)
     rt_set_procs(0);
 }
 
+/* ------------------------------------------------ timers firing in a herd */
+
+/*
+ * 20,000 goroutines sleep until the same instant. An idle M that runs
+ * another P's due timers while looking for work readies hundreds of
+ * goroutines onto its own queue; stealing on top of that once overran the
+ * ring and ran a goroutine twice. Every goroutine must run exactly once
+ * after its sleep.
+ */
+typedef struct {
+    int64_t wake_at;
+    _Atomic long woke;
+    rt_waitgroup wg;
+} herd_state;
+
+static void herd_sleeper(void *arg)
+{
+    herd_state *h = arg;
+    rt_sleep_until(h->wake_at);
+    atomic_fetch_add(&h->woke, 1);
+    rt_waitgroup_done(&h->wg);
+}
+
+static void herd_main(void *arg)
+{
+    herd_state *h = arg;
+    for (int round = 0; round < 5; round++) {
+        h->wake_at = rt_now() + 30 * RT_MSEC;
+        for (int i = 0; i < 20000; i++) {
+            rt_waitgroup_add(&h->wg, 1);
+            rt_go(herd_sleeper, h);
+        }
+        rt_waitgroup_wait(&h->wg);
+    }
+}
+
+static void test_timer_herd(void **state)
+{
+    (void)state;
+    herd_state h = {0};
+    rt_set_procs(2);
+    assert_int_equal(rt_run(herd_main, &h), 0);
+    rt_set_procs(0);
+    assert_int_equal(atomic_load(&h.woke), 5 * 20000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -611,6 +657,7 @@ int main(void)
         cmocka_unit_test(test_stack_overflow_detected),
         cmocka_unit_test(test_spawn_backpressure),
         cmocka_unit_test(test_stress_all_ps),
+        cmocka_unit_test(test_timer_herd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
