@@ -543,9 +543,9 @@ int gw_tls_accept(gw_tls_conn *tc, int64_t deadline, rt_ctx *ctx)
 {
     int rc;
 
-    tc->err[0] = '\0';
     if (tc->fatal != 0)
-        return tc->fatal;
+        return tc->fatal; /* tc->err still says why */
+    tc->err[0] = '\0';
     rc = drive(tc, OP_HANDSHAKE, NULL, 0, NULL, deadline, ctx);
     if (rc == 1)
         return 0;
@@ -561,9 +561,9 @@ ssize_t gw_tls_read(gw_tls_conn *tc, void *buf, size_t len, int64_t deadline,
     size_t n = 0;
     int rc;
 
-    tc->err[0] = '\0';
     if (tc->fatal != 0)
-        return tc->fatal;
+        return tc->fatal; /* tc->err still says why */
+    tc->err[0] = '\0';
     if (len == 0)
         return 0;
     rc = drive(tc, OP_READ, buf, len, &n, deadline, ctx);
@@ -578,9 +578,9 @@ ssize_t gw_tls_write(gw_tls_conn *tc, const void *buf, size_t len,
     const char *p = buf;
     size_t off = 0;
 
-    tc->err[0] = '\0';
     if (tc->fatal != 0)
-        return tc->fatal;
+        return tc->fatal; /* tc->err still says why */
+    tc->err[0] = '\0';
     /* Each pass writes at least one byte or returns: bounded by len. */
     while (off < len) {
         size_t n = 0;
@@ -601,9 +601,9 @@ int gw_tls_shutdown(gw_tls_conn *tc, int64_t deadline, rt_ctx *ctx)
 {
     int rc;
 
-    tc->err[0] = '\0';
     if (tc->fatal != 0)
-        return tc->fatal;
+        return tc->fatal; /* tc->err still says why */
+    tc->err[0] = '\0';
     if (!SSL_is_init_finished(tc->ssl))
         return fail(tc, OP_SHUTDOWN, -ENOTCONN, false,
                     "handshake not completed");

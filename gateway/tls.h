@@ -126,8 +126,8 @@ void gw_tls_close(gw_tls_conn *tc);
 
 /*
  * What the last failed call on tc was about and why, e.g. "TLS handshake:
- * unsupported protocol"; "" when nothing failed. Valid until the next call
- * on tc.
+ * unsupported protocol"; "" when the last call succeeded. Once an error
+ * has broken the session, it stays. Valid until the next call on tc.
  */
 const char *gw_tls_last_error(const gw_tls_conn *tc);
 

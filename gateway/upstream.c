@@ -55,6 +55,8 @@
  */
 #include "upstream.h"
 
+#include "dns.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
@@ -895,7 +897,8 @@ static void cancel_and_wait(shard *sh, struct call *c)
     }
 }
 
-int gw_upstream_do(gw_upstream *up, const gw_upstream_req *req, rt_ctx *ctx,
+/* One request to the address in req (or libcurl's own resolution). */
+static int do_once(gw_upstream *up, const gw_upstream_req *req, rt_ctx *ctx,
                    gw_upstream_resp *resp)
 {
     memset(resp, 0, sizeof *resp);
@@ -937,6 +940,76 @@ int gw_upstream_do(gw_upstream *up, const gw_upstream_req *req, rt_ctx *ctx,
 out:
     call_put(up, c);
     rt_waitgroup_done(&up->calls);
+    return err;
+}
+
+/*
+ * The URL's host and port (the scheme's default when absent); host without
+ * IPv6 brackets. Returns 0 or -EINVAL.
+ */
+static int url_host_port(const char *url, char *host, size_t hostlen,
+                         int *port)
+{
+    CURLU *u = curl_url();
+    if (u == NULL)
+        return -ENOMEM;
+    char *h = NULL, *p = NULL;
+    int err = -EINVAL;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &p, CURLU_DEFAULT_PORT) ==
+            CURLUE_OK) {
+        size_t n = strlen(h);
+        const char *start = h;
+        if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+            start = h + 1;
+            n -= 2;
+        }
+        if (n < hostlen) {
+            memcpy(host, start, n);
+            host[n] = '\0';
+            *port = atoi(p);
+            err = 0;
+        }
+    }
+    curl_free(h);
+    curl_free(p);
+    curl_url_cleanup(u);
+    return err;
+}
+
+int gw_upstream_do(gw_upstream *up, const gw_upstream_req *req, rt_ctx *ctx,
+                   gw_upstream_resp *resp)
+{
+    if (up == NULL || req == NULL || req->url == NULL ||
+        up->opts.resolver == NULL || req->connect_to != NULL)
+        return do_once(up, req, ctx, resp);
+
+    memset(resp, 0, sizeof *resp);
+    char host[256];
+    int port;
+    int err = url_host_port(req->url, host, sizeof host, &port);
+    if (err != 0)
+        return err;
+    gw_dns_addrs *addrs;
+    err = gw_dns_resolve(up->opts.resolver, ctx, host, &addrs, NULL);
+    if (err != 0) {
+        int cerr = ctx != NULL ? rt_ctx_err(ctx) : 0;
+        return cerr != 0 ? cerr : -EHOSTUNREACH;
+    }
+    /* Round-robin over the name's addresses; a refused connection tries
+     * the next one once (the deadline still bounds both). */
+    gw_upstream_req r = *req;
+    char hp[GW_DNS_HOSTPORT_LEN];
+    size_t tries = addrs->n > 1 ? 2 : 1;
+    for (size_t i = 0; i < tries; i++) {
+        gw_dns_hostport(gw_dns_pick(addrs), port, hp, sizeof hp);
+        r.connect_to = hp;
+        err = do_once(up, &r, ctx, resp);
+        if (err != -ECONNREFUSED)
+            break;
+    }
+    gw_dns_addrs_release(addrs);
     return err;
 }
 

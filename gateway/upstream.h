@@ -60,6 +60,13 @@ typedef struct gw_upstream_opts {
      * connection pool; calls are spread round-robin. 0 = 1 (see
      * gateway/README.md for the measurement behind the default). */
     int drivers;
+    /* Resolver for the URLs' host names (not owned; must outlive the
+     * client). When set, a call without connect_to resolves the host
+     * through it (c-ares, TTL cache), connects to the addresses in
+     * round-robin order, and after a refused connection tries the next
+     * address once, within the deadline. A DNS failure is -EHOSTUNREACH.
+     * NULL = libcurl resolves names itself. */
+    struct gw_resolver *resolver;
 } gw_upstream_opts;
 
 typedef struct gw_upstream_req {

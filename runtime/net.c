@@ -246,6 +246,34 @@ int rt_accept(rt_conn *ln, rt_conn **out, int64_t deadline, rt_ctx *ctx)
     return err;
 }
 
+/*
+ * Wait for a non-blocking connect to finish. Writability can be spurious
+ * (a wake-up for an earlier state): SO_ERROR 0 is confirmed with
+ * getpeername(), and an unconnected socket waits again (as Go does).
+ */
+static int connect_wait(int fd, int64_t deadline, rt_ctx *ctx)
+{
+    for (;;) {
+        int err = rt_fd_wait(fd, RT_WRITE, deadline, ctx);
+        if (err != 0)
+            return err;
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0)
+            return -errno;
+        if (soerr == EINPROGRESS || soerr == EALREADY || soerr == EINTR)
+            continue;
+        if (soerr != 0)
+            return -soerr;
+        struct sockaddr_storage peer;
+        socklen_t pl = sizeof peer;
+        if (getpeername(fd, (struct sockaddr *)&peer, &pl) == 0)
+            return 0;
+        if (errno != ENOTCONN)
+            return -errno;
+    }
+}
+
 /* Caller owns *out: rt_conn_close(). */
 int rt_dial(const char *addr, rt_conn **out, int64_t deadline, rt_ctx *ctx)
 {
@@ -259,24 +287,21 @@ int rt_dial(const char *addr, rt_conn **out, int64_t deadline, rt_ctx *ctx)
     if (fd < 0)
         return -errno;
     tune(fd);
+    /* Connect first, register after: an unconnected TCP socket polls as
+     * EPOLLHUP, which would mark the fd hung up for good. */
+    bool pending = false;
+    if (connect(fd, (struct sockaddr *)&ss, len) != 0) {
+        err = -errno;
+        if (err != -EINPROGRESS && err != -EINTR) {
+            close(fd);
+            return err;
+        }
+        pending = true;
+    }
     rt_conn *c;
     if ((err = adopt(fd, &c)) != 0)
         return err;
-    if (connect(fd, (struct sockaddr *)&ss, len) != 0) {
-        err = -errno;
-        if (err == -EINPROGRESS || err == -EINTR) {
-            /* Writable = connected or failed; SO_ERROR tells which. */
-            err = rt_fd_wait(fd, RT_WRITE, deadline, ctx);
-            if (err == 0) {
-                int soerr = 0;
-                socklen_t sl = sizeof soerr;
-                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0)
-                    soerr = errno;
-                err = -soerr;
-            }
-        }
-    }
-    if (err != 0) {
+    if (pending && (err = connect_wait(fd, deadline, ctx)) != 0) {
         rt_conn_close(c);
         return err;
     }

@@ -11,6 +11,13 @@
  *   seq          registration generation, also stored in the epoll event
  *                data: an event from before the fd was unregistered and
  *                its number reused is stale and ignored;
+ *   gone[mode]   a hang-up was seen (EPOLLRDHUP/HUP/ERR for reading,
+ *                HUP/ERR for writing): from then on the fd counts as
+ *                ready for that mode for good, as a level-triggered poller
+ *                would say. Edge-triggered epoll reports a hang-up once,
+ *                and the syscall after it can still say EAGAIN while the
+ *                kernel finishes tearing the connection down (seen under
+ *                gVisor); a waiter parked after that would never wake;
  *   closing      set by rt_fd_unregister(): waiters get -EBADF.
  *
  * A wait (rt_fd_wait) can end four ways: readiness (the poller), the
@@ -59,6 +66,7 @@ struct rt__pd {
     bool ready[3];        /* [RT_READ], [RT_WRITE] */
     pd_waiter *waiter[3]; /* [RT_READ], [RT_WRITE] */
     _Atomic bool hup;     /* peer hung up / error seen */
+    bool gone[3];         /* under lk: hang-up seen, ready for good */
     _Atomic bool registered;
 };
 
@@ -161,6 +169,7 @@ int rt_fd_register(int fd)
     pd->seq++;
     pd->closing = false;
     pd->ready[RT_READ] = pd->ready[RT_WRITE] = false;
+    pd->gone[RT_READ] = pd->gone[RT_WRITE] = false;
     pd->waiter[RT_READ] = pd->waiter[RT_WRITE] = NULL;
     atomic_store(&pd->hup, false);
     uint32_t seq = pd->seq;
@@ -231,7 +240,7 @@ int rt_fd_wait(int fd, int mode, int64_t deadline, rt_ctx *ctx)
         rt__lock_release(&pd->lk);
         return -EBADF;
     }
-    if (pd->ready[mode]) {
+    if (pd->ready[mode] || pd->gone[mode]) {
         pd->ready[mode] = false;
         rt__lock_release(&pd->lk);
         return 0;
@@ -260,7 +269,7 @@ int rt_fd_wait(int fd, int mode, int64_t deadline, rt_ctx *ctx)
         waiter_finish(&w, err, false);
     else if (pd->closing)
         waiter_finish(&w, -EBADF, false);
-    else if (pd->ready[mode]) {
+    else if (pd->ready[mode] || pd->gone[mode]) {
         pd->ready[mode] = false;
         waiter_finish(&w, 0, false);
     }
@@ -350,8 +359,12 @@ int rt__netpoll(int64_t timeout)
         rt_g *gs[2] = {NULL, NULL};
         rt__lock_acquire(&pd->lk);
         if (pd->seq == seq && !pd->closing) {
-            if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
                 atomic_store(&pd->hup, true);
+                pd->gone[RT_READ] = true;
+            }
+            if (e & (EPOLLHUP | EPOLLERR))
+                pd->gone[RT_WRITE] = true;
             if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
                 if (pd->waiter[RT_READ] != NULL)
                     gs[0] = waiter_finish(pd->waiter[RT_READ], 0, true);

@@ -388,6 +388,8 @@ static void handler(void *arg)
               r.accept_rc);
         CHECK(gw_tls_write(tc, "x", 1, rt_now() + IO_TIMEOUT, NULL) ==
               r.accept_rc);
+        CHECK(gw_tls_shutdown(tc, rt_now() + IO_TIMEOUT, NULL) == r.accept_rc);
+        CHECK(strcmp(gw_tls_last_error(tc), r.err) == 0); /* still why */
     }
     gw_tls_close(tc);
 done:
@@ -404,7 +406,7 @@ static void acceptor(void *arg)
     for (int i = 0; i < MAX_CONNS; i++) {
         rt_conn *c;
         handler_arg *h;
-        int rc = rt_accept(s->ln, &c, rt_now() + 30 * RT_SEC, NULL);
+        int rc = rt_accept(s->ln, &c, rt_now() + 20 * RT_SEC, NULL);
 
         if (rc != 0) {
             CHECK(rc == -EBADF); /* the listener closed by server_stop */

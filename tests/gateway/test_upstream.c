@@ -32,8 +32,14 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dns.h"
 #include "rt.h"
 #include "upstream.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------- helpers */
 
@@ -761,6 +767,169 @@ static void test_concurrent(void **state)
     run(2, concurrent_main, NULL);
 }
 
+/* ---------------------------------------------- addresses from c-ares */
+
+/*
+ * A one-name DNS server on loopback UDP: an A query for backend.test is
+ * answered with 127.0.0.2 and 127.0.0.1 (in that order, TTL 60 s), its
+ * other types with no answers, any other name with NXDOMAIN. Enough for c-ares;
+ * the DNS adapter's own tests cover the rest.
+ */
+typedef struct tiny_dns {
+    int fd;
+    int port;
+    rt_ctx *ctx; /* cancelled to stop */
+    rt_waitgroup wg;
+    _Atomic int queries;
+} tiny_dns;
+
+static void tiny_dns_loop(void *arg)
+{
+    tiny_dns *d = arg;
+    uint8_t q[512], a[600];
+    for (;;) {
+        struct sockaddr_storage from;
+        socklen_t fl = sizeof from;
+        ssize_t n =
+            recvfrom(d->fd, q, sizeof q, 0, (struct sockaddr *)&from, &fl);
+        if (n < 0) {
+            if (errno == EAGAIN &&
+                rt_fd_wait(d->fd, RT_READ, RT_FOREVER, d->ctx) == 0)
+                continue;
+            break;
+        }
+        if (n < 17)
+            continue;
+        size_t i = 12; /* the question: labels, then type and class */
+        while (i < (size_t)n && q[i] != 0)
+            i += (size_t)q[i] + 1;
+        if (i + 5 > (size_t)n)
+            continue;
+        size_t qend = i + 5;
+        int qtype = q[i + 1] << 8 | q[i + 2];
+        static const char ours[] = "\x07"
+                                   "backend"
+                                   "\x04"
+                                   "test";
+        bool known = i - 12 == sizeof ours - 1 &&
+                     strncasecmp((const char *)q + 12, ours, i - 12) == 0;
+        atomic_fetch_add(&d->queries, 1);
+        memcpy(a, q, qend);
+        a[2] = 0x81;                /* QR, RD */
+        a[3] = known ? 0x80 : 0x83; /* RA, NOERROR or NXDOMAIN */
+        a[4] = 0, a[5] = 1;
+        a[6] = 0, a[7] = known && qtype == 1 ? 2 : 0;
+        memset(a + 8, 0, 4); /* no authority, no additional (EDNS) */
+        size_t len = qend;
+        for (int k = 0; known && qtype == 1 && k < 2; k++) {
+            const uint8_t rr[] = {
+                0xc0, 0x0c, 0, 1, 0,   1, 0, 0,
+                0,    60,   0, 4, 127, 0, 0, (uint8_t)(k == 0 ? 2 : 1)};
+            memcpy(a + len, rr, sizeof rr);
+            len += sizeof rr;
+        }
+        sendto(d->fd, a, len, 0, (struct sockaddr *)&from, fl);
+    }
+    rt_waitgroup_done(&d->wg);
+}
+
+static void tiny_dns_start(tiny_dns *d)
+{
+    d->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CHECK(d->fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    CHECK(bind(d->fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    CHECK(getsockname(d->fd, (struct sockaddr *)&sa, &sl) == 0);
+    d->port = ntohs(sa.sin_port);
+    CHECK(rt_fd_register(d->fd) == 0);
+    d->ctx = rt_ctx_with_cancel(rt_ctx_background());
+    rt_waitgroup_add(&d->wg, 1);
+    rt_go(tiny_dns_loop, d);
+}
+
+static void tiny_dns_stop(tiny_dns *d)
+{
+    rt_ctx_cancel(d->ctx);
+    rt_waitgroup_wait(&d->wg);
+    rt_fd_unregister(d->fd);
+    close(d->fd);
+    rt_ctx_release(d->ctx);
+}
+
+typedef struct resolved {
+    bool all_interfaces; /* backend on 0.0.0.0: both addresses answer */
+} resolved;
+
+/*
+ * "backend.test" has two addresses. With the backend on every interface
+ * the calls alternate between them (two connections); with the backend on
+ * 127.0.0.1 alone, 127.0.0.2 refuses and each such call retries on the
+ * next address, so every call still succeeds.
+ */
+static void resolver_main(void *arg)
+{
+    resolved *rs = arg;
+    tiny_dns d = {0};
+    tiny_dns_start(&d);
+    char server[32];
+    snprintf(server, sizeof server, "127.0.0.1:%d", d.port);
+    const char *servers[] = {server};
+    gw_dns_config cfg = {.servers = servers, .nservers = 1};
+    gw_resolver *r = NULL;
+    CHECK(gw_resolver_new(&cfg, &r) == 0);
+    backend *b = backend_listen(rs->all_interfaces ? ":0" : "127.0.0.1:0");
+    gw_upstream_opts o = {.max_host_connections = 4, .resolver = r};
+    gw_upstream *up = NULL;
+    CHECK(gw_upstream_new(&o, &up) == 0);
+    char url[64];
+    snprintf(url, sizeof url, "http://backend.test:%d/x", b->port);
+    for (int i = 0; i < 10; i++) {
+        gw_upstream_req req = {.url = url};
+        gw_upstream_resp resp;
+        rt_ctx *ctx = rt_ctx_with_timeout(rt_ctx_background(), 2 * RT_SEC);
+        CHECK(gw_upstream_do(up, &req, ctx, &resp) == 0);
+        CHECK(resp.status == 200);
+        gw_upstream_resp_free(&resp);
+        rt_ctx_release(ctx);
+    }
+    CHECK(atomic_load(&b->requests) == 10);
+    if (rs->all_interfaces)
+        CHECK(atomic_load(&b->accepted) == 2);
+    else
+        CHECK(atomic_load(&b->accepted) == 1);
+    /* The TTL cache: one lookup (A + AAAA) for the ten calls. */
+    int queries = atomic_load(&d.queries);
+    CHECK(queries <= 2);
+
+    /* A name the server cannot give an address for is "unavailable". */
+    gw_upstream_req bad = {.url = "http://no-such.invalid/x"};
+    gw_upstream_resp resp;
+    rt_ctx *ctx = rt_ctx_with_timeout(rt_ctx_background(), 2 * RT_SEC);
+    CHECK(gw_upstream_do(up, &bad, ctx, &resp) == -EHOSTUNREACH);
+    rt_ctx_release(ctx);
+
+    gw_upstream_free(up);
+    backend_stop(b);
+    gw_resolver_free(r);
+    tiny_dns_stop(&d);
+}
+
+static void test_resolver_round_robin(void **state)
+{
+    (void)state;
+    resolved rs = {.all_interfaces = true};
+    run(2, resolver_main, &rs);
+}
+
+static void test_resolver_refused_tries_next(void **state)
+{
+    (void)state;
+    resolved rs = {.all_interfaces = false};
+    run(2, resolver_main, &rs);
+}
+
 /* -------------------------------------------------------------- main */
 
 int main(void)
@@ -778,6 +947,8 @@ int main(void)
         cmocka_unit_test(test_reuse),
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_resolver_round_robin),
+        cmocka_unit_test(test_resolver_refused_tries_next),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
