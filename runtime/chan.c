@@ -54,26 +54,6 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-/* errno through out-of-line functions: the address of errno is a function
- * of the thread, and a goroutine may change threads across a park. */
-static RT__NOINLINE int errno_get(void)
-{
-    return errno;
-}
-
-static RT__NOINLINE void errno_set(int e)
-{
-    errno = e;
-}
-
-void rt__chan_park(bool (*unlockf)(rt_g *g, void *arg), void *arg,
-                   const char *reason)
-{
-    int saved = errno_get();
-    rt__park(unlockf, arg, reason);
-    errno_set(saved);
-}
-
 static bool unlock_chan(rt_g *g, void *arg)
 {
     (void)g;
@@ -258,7 +238,7 @@ static bool chan_send(rt_chan *c, const void *ep, bool block)
         .elem = (void *)ep,
     };
     rt__sudogq_enqueue(&c->sendq, &me);
-    rt__chan_park(unlock_chan, &c->lock, "chan send");
+    rt__park(unlock_chan, &c->lock, "chan send");
     /* Woken by a receiver (success) or by close. */
     if (RT__UNLIKELY(!me.success))
         rt__panic("send on closed channel");
@@ -349,7 +329,7 @@ static bool chan_recv(rt_chan *c, void *ep, bool *ok, bool block)
         .elem = ep,
     };
     rt__sudogq_enqueue(&c->recvq, &me);
-    rt__chan_park(unlock_chan, &c->lock, "chan receive");
+    rt__park(unlock_chan, &c->lock, "chan receive");
     /* Woken by a sender (value in *ep) or by close (*ep zeroed). */
     set_ok(ok, me.success);
     return true;

@@ -183,14 +183,6 @@ rt_g *rt__chan_recv_from(rt_chan *c, rt__sudog *sg, void *ep);
 void rt__chan_buf_put(rt_chan *c, const void *ep);
 void rt__chan_buf_take(rt_chan *c, void *ep);
 
-/*
- * rt__park with errno preserved for the calling goroutine (which may
- * resume on another thread, so errno is read and written through
- * out-of-line helpers, never through a cached address).
- */
-void rt__chan_park(bool (*unlockf)(rt_g *g, void *arg), void *arg,
-                   const char *reason);
-
 /* Park the calling goroutine for good (nil channel, empty select). */
 _Noreturn void rt__chan_block_forever(const char *reason);
 

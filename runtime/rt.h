@@ -20,6 +20,11 @@
  *
  * Everything except rt_run(), rt_set_procs() and rt_now() must be called
  * from a goroutine, i.e. from inside rt_run().
+ *
+ * Threads: a goroutine may resume on another OS thread after any call that
+ * can block (a channel operation, select, a lock, sleep, I/O). Such calls
+ * may change errno, and thread-local addresses taken before them are
+ * stale after; save errno first if you need it.
  */
 #ifndef FANFOLD_RT_H
 #define FANFOLD_RT_H

@@ -860,7 +860,9 @@ void rt__park(bool (*unlockf)(rt_g *g, void *arg), void *arg,
     g->park_unlockf = unlockf;
     g->park_arg = arg;
     atomic_store_explicit(&g->waitreason, reason, memory_order_relaxed);
-    atomic_store(&g->state, RT__G_PARKING);
+    /* Release is enough: a waker can only find g after unlockf releases
+     * the wait-queue lock, which orders this store before it. */
+    atomic_store_explicit(&g->state, RT__G_PARKING, memory_order_release);
     switch_to_g0(g, RT__ACT_PARK);
     atomic_store_explicit(&g->waitreason, NULL, memory_order_relaxed);
 }

@@ -295,7 +295,7 @@ static int selectgo(rt_case *cases, size_t n, bool block, int64_t when,
         rt__timer_init(&timer, sel_timer_fire, g);
         park.timer = &timer;
     }
-    rt__chan_park(sel_unlockf, &park, n == 0 ? "select (no cases)" : "select");
+    rt__park(sel_unlockf, &park, n == 0 ? "select (no cases)" : "select");
 
     /* Woken: by a channel (g->param = its sudog) or the timer (NULL). */
     sellock(locks, nlocks);
