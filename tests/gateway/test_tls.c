@@ -41,27 +41,11 @@
 #include <openssl/x509v3.h>
 
 #include "rt.h"
+
+#include "../rt_check.h"
 #include "tls.h"
 
 /* ------------------------------------------------------------- helpers */
-
-static _Atomic int fail_line;
-static const char *fail_expr;
-
-static void check_failed(const char *expr, int line)
-{
-    int zero = 0;
-
-    if (atomic_compare_exchange_strong(&fail_line, &zero, line))
-        fail_expr = expr;
-    fprintf(stderr, "CHECK failed at line %d: %s\n", line, expr);
-}
-
-#define CHECK(c)                                                               \
-    do {                                                                       \
-        if (!(c))                                                              \
-            check_failed(#c, __LINE__);                                        \
-    } while (0)
 
 #define IO_TIMEOUT (5 * RT_SEC)
 #define MAX_CONNS 16
@@ -760,11 +744,7 @@ static void run_main(void *arg)
 
 static void run(run_args a)
 {
-    atomic_store(&fail_line, 0);
-    assert_int_equal(rt_run(run_main, &a), 0);
-    if (atomic_load(&fail_line))
-        fail_msg("CHECK failed at line %d: %s", atomic_load(&fail_line),
-                 fail_expr);
+    rt_check_run(0, run_main, &a);
 }
 
 /* --------------------------------------------------------------- context */

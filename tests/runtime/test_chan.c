@@ -30,38 +30,13 @@
 #include <unistd.h>
 
 #include "rt.h"
+
+#include "../rt_check.h"
 #include "rt_internal.h"
 
 /* ------------------------------------------------------------- helpers */
 
-static _Atomic int check_failures;
-static char check_msg[512];
-
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond))                                                           \
-            check_fail(#cond, __FILE__, __LINE__);                             \
-    } while (0)
-
-static void check_fail(const char *expr, const char *file, int line)
-{
-    if (atomic_fetch_add(&check_failures, 1) == 0)
-        snprintf(check_msg, sizeof check_msg, "%s:%d: CHECK(%s)", file, line,
-                 expr);
-}
-
-/* rt_run(fn, arg), then fail the test if any CHECK failed. */
-static void run(int procs, void (*fn)(void *), void *arg)
-{
-    atomic_store(&check_failures, 0);
-    check_msg[0] = '\0';
-    rt_set_procs(procs);
-    assert_int_equal(rt_run(fn, arg), 0);
-    rt_set_procs(0);
-    int n = atomic_load(&check_failures);
-    if (n != 0)
-        fail_msg("%d check(s) failed; first: %s", n, check_msg);
-}
+#define run rt_check_run
 
 /* Number of goroutines waiting (parked) right now. */
 static uint64_t nwaiting(void)

@@ -21,35 +21,14 @@
 
 #include "rt.h"
 
+#include "../rt_check.h"
+
 /* ------------------------------------------------------------- helpers */
 
-static _Atomic int fail_line;
-static const char *fail_expr;
+#define run rt_check_run
 
-static void check_failed(const char *expr, int line)
-{
-    int zero = 0;
-    if (atomic_compare_exchange_strong(&fail_line, &zero, line))
-        fail_expr = expr;
-    fprintf(stderr, "CHECK failed at line %d: %s\n", line, expr);
-}
-
-#define CHECK(c)                                                               \
-    do {                                                                       \
-        if (!(c))                                                              \
-            check_failed(#c, __LINE__);                                        \
-    } while (0)
-
-static void run(int procs, void (*fn)(void *), void *arg)
-{
-    atomic_store(&fail_line, 0);
-    rt_set_procs(procs);
-    assert_int_equal(rt_run(fn, arg), 0);
-    rt_set_procs(0);
-    if (atomic_load(&fail_line))
-        fail_msg("CHECK failed at line %d: %s", atomic_load(&fail_line),
-                 fail_expr);
-}
+/* A context key nothing else uses: keys compare by address. */
+static const char unused_key;
 
 /* True when ctx's done channel is closed (a receive does not block). */
 static bool is_closed(rt_ctx *ctx)
@@ -83,7 +62,7 @@ static void background_main(void *arg)
     CHECK(rt_ctx_done(bg) == NULL);
     CHECK(rt_ctx_err(bg) == 0);
     CHECK(rt_ctx_deadline(bg) == RT_FOREVER);
-    CHECK(rt_ctx_value(bg, &fail_line) == NULL);
+    CHECK(rt_ctx_value(bg, &unused_key) == NULL);
     rt_ctx_cancel(bg); /* no effect */
     CHECK(rt_ctx_err(bg) == 0);
     CHECK(rt_ctx_ref(bg) == bg);
@@ -419,7 +398,7 @@ static void chain_free_main(void *arg)
     rt_ctx *c = rt_ctx_background();
     for (int i = 0; i < TREE_N; i++) {
         rt_ctx *n = i % 2 ? rt_ctx_with_cancel(c)
-                          : rt_ctx_with_value(c, &fail_line, NULL);
+                          : rt_ctx_with_value(c, &unused_key, NULL);
         rt_ctx_unref(c); /* only the child holds it now (no-op for bg) */
         c = n;
     }
@@ -441,7 +420,7 @@ static void subtree_main(void *arg)
     rt_ctx *a = rt_ctx_with_cancel(root);
     rt_ctx *b = rt_ctx_with_timeout(root, RT_SEC * 60);
     rt_ctx *a1 = rt_ctx_with_cancel(a);
-    rt_ctx *a2 = rt_ctx_with_value(a, &fail_line, NULL);
+    rt_ctx *a2 = rt_ctx_with_value(a, &unused_key, NULL);
     rt_ctx *a21 = rt_ctx_with_cancel(a2);
     rt_ctx *b1 = rt_ctx_with_cancel(b);
 
@@ -543,7 +522,7 @@ static void deadline_main(void *arg)
     CHECK(rt_ctx_deadline(later_abs) == pd);
     rt_ctx *sooner = rt_ctx_with_deadline(p, pd - 20 * RT_MSEC);
     CHECK(rt_ctx_deadline(sooner) == pd - 20 * RT_MSEC);
-    rt_ctx *v = rt_ctx_with_value(sooner, &fail_line, NULL);
+    rt_ctx *v = rt_ctx_with_value(sooner, &unused_key, NULL);
     CHECK(rt_ctx_deadline(v) == pd - 20 * RT_MSEC);
     rt_ctx *c = rt_ctx_with_cancel(v);
     CHECK(rt_ctx_deadline(c) == pd - 20 * RT_MSEC);

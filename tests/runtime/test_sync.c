@@ -26,35 +26,11 @@
 
 #include "rt.h"
 
+#include "../rt_check.h"
+
 /* ------------------------------------------------------------- helpers */
 
-static _Atomic int fail_line;
-static const char *fail_expr;
-
-static void check_failed(const char *expr, int line)
-{
-    int zero = 0;
-    if (atomic_compare_exchange_strong(&fail_line, &zero, line))
-        fail_expr = expr;
-    fprintf(stderr, "CHECK failed at line %d: %s\n", line, expr);
-}
-
-#define CHECK(c)                                                               \
-    do {                                                                       \
-        if (!(c))                                                              \
-            check_failed(#c, __LINE__);                                        \
-    } while (0)
-
-static void run(int procs, void (*fn)(void *), void *arg)
-{
-    atomic_store(&fail_line, 0);
-    rt_set_procs(procs);
-    assert_int_equal(rt_run(fn, arg), 0);
-    rt_set_procs(0);
-    if (atomic_load(&fail_line))
-        fail_msg("CHECK failed at line %d: %s", atomic_load(&fail_line),
-                 fail_expr);
-}
+#define run rt_check_run
 
 /*
  * Hold the CPU-side of a wait for ns without a timer: yield until then.
