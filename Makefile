@@ -69,7 +69,7 @@ RT_TESTS := $(RT_TEST_SRCS:%.c=$(BUILD)/%)
 GW_TESTS := $(GW_TEST_SRCS:%.c=$(BUILD)/%)
 TESTS := $(RT_TESTS) $(GW_TESTS)
 
-FMT_SRCS := $(wildcard runtime/*.c runtime/*.h gateway/*.c gateway/*.h \
+FMT_SRCS := $(wildcard runtime/*.c runtime/*.h gateway/*.c gateway/*.h tests/*.h \
 	tests/*/*.c tests/*/*.h)
 
 .DEFAULT_GOAL := all

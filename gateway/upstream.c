@@ -947,8 +947,7 @@ out:
  * The URL's host and port (the scheme's default when absent); host without
  * IPv6 brackets. Returns 0 or -EINVAL.
  */
-static int url_host_port(const char *url, char *host, size_t hostlen,
-                         int *port)
+static int url_host_port(const char *url, char *host, size_t hostlen, int *port)
 {
     CURLU *u = curl_url();
     if (u == NULL)
@@ -957,8 +956,7 @@ static int url_host_port(const char *url, char *host, size_t hostlen,
     int err = -EINVAL;
     if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
         curl_url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_PORT, &p, CURLU_DEFAULT_PORT) ==
-            CURLUE_OK) {
+        curl_url_get(u, CURLUPART_PORT, &p, CURLU_DEFAULT_PORT) == CURLUE_OK) {
         size_t n = strlen(h);
         const char *start = h;
         if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {

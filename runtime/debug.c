@@ -16,8 +16,8 @@
 #include <string.h>
 
 static const char *const state_names[RT_G_NSTATES] = {
-    [RT_G_IDLE] = "idle",         [RT_G_RUNNABLE] = "runnable",
-    [RT_G_RUNNING] = "running",   [RT_G_WAITING] = "waiting",
+    [RT_G_IDLE] = "idle",       [RT_G_RUNNABLE] = "runnable",
+    [RT_G_RUNNING] = "running", [RT_G_WAITING] = "waiting",
     [RT_G_DEAD] = "dead",
 };
 
@@ -39,10 +39,10 @@ uint64_t rt_goroutines(void)
     uint64_t spawned = atomic_load(&rt__s.nspawned_x);
     uint64_t exited = atomic_load(&rt__s.nexited_x);
     for (int i = 0; i < rt__s.nprocs; i++) {
-        spawned += atomic_load_explicit(&rt__s.ps[i].nspawned,
-                                        memory_order_relaxed);
-        exited += atomic_load_explicit(&rt__s.ps[i].nexited,
-                                       memory_order_relaxed);
+        spawned +=
+            atomic_load_explicit(&rt__s.ps[i].nspawned, memory_order_relaxed);
+        exited +=
+            atomic_load_explicit(&rt__s.ps[i].nexited, memory_order_relaxed);
     }
     return spawned > exited ? spawned - exited : 0;
 }
@@ -61,8 +61,8 @@ void rt_gstats_get(rt_gstats *out)
     rt__lock_release(&rt__s.glock);
     out->spawned = atomic_load(&rt__s.nspawned_x);
     for (int i = 0; i < rt__s.nprocs; i++)
-        out->spawned += atomic_load_explicit(&rt__s.ps[i].nspawned,
-                                             memory_order_relaxed);
+        out->spawned +=
+            atomic_load_explicit(&rt__s.ps[i].nspawned, memory_order_relaxed);
 }
 
 /* A growable text buffer with snprintf semantics over a fixed one. */

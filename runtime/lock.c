@@ -33,15 +33,14 @@ int rt__futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t timeout_ns)
         ts.tv_nsec = timeout_ns % RT_SEC;
         tsp = &ts;
     }
-    long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val,
-                     tsp, NULL, 0);
+    long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, tsp,
+                     NULL, 0);
     return r < 0 ? -errno : 0;
 }
 
 void rt__futex_wake(_Atomic uint32_t *addr, int n)
 {
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL,
-            0);
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
 static inline void cpu_relax(void)
@@ -77,9 +76,8 @@ void rt__lock_acquire(rt__lock *l)
         cpu_relax();
         c = 0;
         if (atomic_load_explicit(&l->v, memory_order_relaxed) == 0 &&
-            atomic_compare_exchange_weak_explicit(&l->v, &c, 1,
-                                                  memory_order_acquire,
-                                                  memory_order_relaxed))
+            atomic_compare_exchange_weak_explicit(
+                &l->v, &c, 1, memory_order_acquire, memory_order_relaxed))
             return;
     }
     /* Sleep: mark contended (2) and wait until we take it as 0 -> 2. */
@@ -106,8 +104,8 @@ _Noreturn void rt__panic(const char *fmt, ...)
     rt_g *g = rt__curg();
     if (g != NULL)
         fprintf(stderr, "fanfold runtime panic: %s\n[goroutine %llu]\n", msg,
-                (unsigned long long)atomic_load_explicit(
-                    &g->id, memory_order_relaxed));
+                (unsigned long long)atomic_load_explicit(&g->id,
+                                                         memory_order_relaxed));
     else
         fprintf(stderr, "fanfold runtime panic: %s\n", msg);
     fflush(stderr);
