@@ -143,6 +143,9 @@ void rt__park(bool (*unlockf)(rt_g *g, void *arg), void *arg,
               const char *reason);
 void rt__ready(rt_g *g);
 
+/* May a goroutine busy-wait for a lock held on another P (sched.c)? */
+bool rt__can_spin(void);
+
 /* Fast random numbers (per thread, no locking). */
 uint32_t rt__rand32(void);
 /* Uniform in [0, n). */

@@ -901,6 +901,18 @@ void rt_yield(void)
     switch_to_g0(g, RT__ACT_YIELD);
 }
 
+/* May the calling goroutine busy-wait for a lock held on another P? Only
+ * with several Ps, another one running, and nothing else runnable here. */
+bool rt__can_spin(void)
+{
+    rt_m *m = rt__getm();
+    if (m == NULL || rt__s.nprocs < 2 ||
+        atomic_load_explicit(&rt__s.nidle, memory_order_relaxed) >=
+            rt__s.nprocs - 1)
+        return false;
+    return runq_empty(m->p);
+}
+
 uint64_t rt_goid(void)
 {
     rt_g *g = rt__curg();
