@@ -595,10 +595,8 @@ static rt_g *find_runnable(rt_m *m)
          * sleep. */
         if ((g = take_spawn_waiter(p)) != NULL)
             return g;
-        if ((g = globrunqget(p, 0)) != NULL) {
-            reset_spinning(m);
+        if ((g = globrunqget(p, 0)) != NULL)
             return g;
-        }
 
         /* Ready fds before stealing (Go's findrunnable does the same). */
         poll_nonblocking();
@@ -616,10 +614,8 @@ static rt_g *find_runnable(rt_m *m)
                 g = steal_work(m, round >= 48);
                 if (g == NULL && atomic_load(&rt__s.gq_size) > 0)
                     g = globrunqget(p, 0);
-                if (g != NULL) {
-                    reset_spinning(m);
+                if (g != NULL)
                     return g;
-                }
                 if (atomic_load_explicit(&rt__s.stopping, memory_order_relaxed))
                     return NULL;
                 if (!runq_empty(p))
@@ -753,6 +749,10 @@ static void schedule_loop(rt_m *m)
         rt_g *g = find_runnable(m);
         if (g == NULL)
             return;
+        /* Whatever path found g: an M made a spinner by rt__wakep (even
+         * one that then found work in its own queue) stops spinning now,
+         * or nspinning would stay up and block every later wake-up. */
+        reset_spinning(m);
         execute(m, g);
     }
 }
