@@ -32,8 +32,9 @@
  *
  * Idle Ms: an M that finds no work becomes "spinning" (at most half the
  * busy Ms spin at once) and tries to steal half of another P's ring for a
- * few microseconds; then it puts itself on the idle list and sleeps on its
- * futex word until woken or until the earliest timer of any P. Wake-up
+ * few microseconds; then it puts itself on the idle list and sleeps until
+ * woken or until the earliest timer of any P: the first such M blocks in
+ * epoll as the netpoller (see netpoll.c), the others on their futex word. Wake-up
  * uses Dekker-style ordering with sequentially consistent atomics: a
  * producer publishes work then reads nidle; an M going idle publishes
  * nidle then re-reads every queue; one of them sees the other, so no
