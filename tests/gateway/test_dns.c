@@ -367,13 +367,18 @@ static int srv_bind(dns_srv *s)
             return -1;
         }
         snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", ntohs(sa.sin_port));
-        if (rt_listen(s->addr, 16, &s->ln) == 0) {
-            if (rt_fd_register(s->fd) == 0)
+        int err = rt_listen(s->addr, 16, &s->ln);
+        if (err == 0) {
+            if ((err = rt_fd_register(s->fd)) == 0)
                 return 0;
+            fprintf(stderr, "srv_bind: rt_fd_register(%d): %s\n", s->fd,
+                    strerror(-err));
             rt_conn_close(s->ln);
             close(s->fd);
             return -1;
         }
+        fprintf(stderr, "srv_bind: rt_listen(%s): %s\n", s->addr,
+                strerror(-err));
         close(s->fd);
     }
     return -1;
