@@ -159,18 +159,28 @@ int rt_conn_port(rt_conn *c)
 
 /* ------------------------------------------------------- listen, accept */
 
+/* A non-blocking TCP socket for addr, which is parsed into *ss / *len.
+ * Returns the fd (caller owns it) or a negative errno. */
+static int stream_socket(const char *addr, struct sockaddr_storage *ss,
+                         socklen_t *len)
+{
+    int err = parse_addr(addr, ss, len);
+    if (err != 0)
+        return err;
+    int fd =
+        socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    return fd >= 0 ? fd : -errno;
+}
+
 /* Caller owns *out: rt_conn_close(). */
 int rt_listen(const char *addr, int backlog, rt_conn **out)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    int err = parse_addr(addr, &ss, &len);
-    if (err != 0)
-        return err;
-    int fd =
-        socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int err;
+    int fd = stream_socket(addr, &ss, &len);
     if (fd < 0)
-        return -errno;
+        return fd;
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         bind(fd, (struct sockaddr *)&ss, len) != 0 ||
@@ -279,13 +289,10 @@ int rt_dial(const char *addr, rt_conn **out, int64_t deadline, rt_ctx *ctx)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    int err = parse_addr(addr, &ss, &len);
-    if (err != 0)
-        return err;
-    int fd =
-        socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int err;
+    int fd = stream_socket(addr, &ss, &len);
     if (fd < 0)
-        return -errno;
+        return fd;
     tune(fd);
     /* Connect first, register after: an unconnected TCP socket polls as
      * EPOLLHUP, which would mark the fd hung up for good. */

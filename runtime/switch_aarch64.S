@@ -12,11 +12,9 @@
  * A goroutine that has never run is entered with rt__switch_start.
  */
 #if defined(__aarch64__)
-        .text
-        .globl  rt__switch
-        .type   rt__switch, %function
-        .p2align 4
-rt__switch:
+/* Store the callee-saved registers and FPCR in a new frame, then the
+ * stack pointer into *from (x0): the frame described above. */
+.macro SAVE_CONTEXT
         sub     sp, sp, #176
         stp     x19, x20, [sp, #0]
         stp     x21, x22, [sp, #16]
@@ -32,6 +30,14 @@ rt__switch:
         str     x9, [sp, #160]
         mov     x9, sp
         str     x9, [x0]
+.endm
+
+        .text
+        .globl  rt__switch
+        .type   rt__switch, %function
+        .p2align 4
+rt__switch:
+        SAVE_CONTEXT
         ldr     x9, [x1]
         mov     sp, x9
         ldp     x19, x20, [sp, #0]
@@ -59,21 +65,7 @@ rt__switch:
         .type   rt__switch_start, %function
         .p2align 4
 rt__switch_start:
-        sub     sp, sp, #176
-        stp     x19, x20, [sp, #0]
-        stp     x21, x22, [sp, #16]
-        stp     x23, x24, [sp, #32]
-        stp     x25, x26, [sp, #48]
-        stp     x27, x28, [sp, #64]
-        stp     x29, x30, [sp, #80]
-        stp     d8, d9, [sp, #96]
-        stp     d10, d11, [sp, #112]
-        stp     d12, d13, [sp, #128]
-        stp     d14, d15, [sp, #144]
-        mrs     x9, fpcr
-        str     x9, [sp, #160]
-        mov     x9, sp
-        str     x9, [x0]
+        SAVE_CONTEXT
         mov     sp, x1
         b       rt__gstart
         .size   rt__switch_start, .-rt__switch_start

@@ -16,12 +16,9 @@
  * A goroutine that has never run is entered with rt__switch_start.
  */
 #if defined(__x86_64__)
-        .text
-        .globl  rt__switch
-        .type   rt__switch, @function
-        .p2align 4
-rt__switch:
-        .cfi_startproc
+/* Push the callee-saved registers and the FP control words, then store
+ * the stack pointer into *from (%rdi): the frame described above. */
+.macro SAVE_CONTEXT
         pushq   %rbp
         pushq   %rbx
         pushq   %r12
@@ -32,6 +29,15 @@ rt__switch:
         stmxcsr (%rsp)
         fnstcw  4(%rsp)
         movq    %rsp, (%rdi)
+.endm
+
+        .text
+        .globl  rt__switch
+        .type   rt__switch, @function
+        .p2align 4
+rt__switch:
+        .cfi_startproc
+        SAVE_CONTEXT
         movq    (%rsi), %rsp
         ldmxcsr (%rsp)
         fldcw   4(%rsp)
@@ -60,16 +66,7 @@ rt__switch:
         .p2align 4
 rt__switch_start:
         .cfi_startproc
-        pushq   %rbp
-        pushq   %rbx
-        pushq   %r12
-        pushq   %r13
-        pushq   %r14
-        pushq   %r15
-        subq    $8, %rsp
-        stmxcsr (%rsp)
-        fnstcw  4(%rsp)
-        movq    %rsp, (%rdi)
+        SAVE_CONTEXT
         movq    %rsi, %rsp
         jmp     rt__gstart
         .cfi_endproc
