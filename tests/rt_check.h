@@ -12,8 +12,14 @@
 #ifndef FANFOLD_TESTS_RT_CHECK_H
 #define FANFOLD_TESTS_RT_CHECK_H
 
+#include <errno.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static _Atomic int rt_check_failures;
 static char rt_check_msg[512]; /* written by the first failure only */
@@ -55,6 +61,55 @@ static inline void rt_check_run(int procs, void (*fn)(void *), void *arg)
     assert_int_equal(rt_run(fn, arg), 0);
     rt_set_procs(0);
     rt_check_report();
+}
+
+/*
+ * Run this test binary again as "--crash NAME" in a child (fork, then exec,
+ * so the child starts with no runtime threads), capture its stderr and
+ * check that it died of SIGABRT with expect in the message: how the tests
+ * check that a programmer error panics. The binary's main() must hand
+ * "--crash NAME" to the code that commits the error.
+ */
+static inline void rt_check_expect_abort(const char *name, const char *expect)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(fds[1]);
+        alarm(60); /* a hang dies of SIGALRM, not SIGABRT */
+        execl("/proc/self/exe", "test", "--crash", name, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    char buf[8192];
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fds[0], buf + len, sizeof buf - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        if (len == sizeof buf - 1)
+            break;
+    }
+    buf[len] = '\0';
+    close(fds[0]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT)
+        fail_msg("%s: child did not die of SIGABRT (status 0x%x); "
+                 "stderr: %s",
+                 name, status, buf);
+    if (strstr(buf, expect) == NULL)
+        fail_msg("%s: stderr lacks \"%s\": %s", name, expect, buf);
 }
 
 #endif /* FANFOLD_TESTS_RT_CHECK_H */

@@ -680,48 +680,7 @@ static int crash_main(const char *name)
     return 2;
 }
 
-/* Run this binary with "--crash NAME" in a fresh child process; check it
- * died of SIGABRT with expect on stderr. */
-static void expect_abort(const char *name, const char *expect)
-{
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-        dup2(fds[1], 2);
-        close(fds[0]);
-        close(fds[1]);
-        alarm(60); /* a hang dies of SIGALRM, not SIGABRT */
-        execl("/proc/self/exe", "test_select", "--crash", name, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    char buf[8192];
-    size_t len = 0;
-    for (;;) {
-        ssize_t r = read(fds[0], buf + len, sizeof buf - 1 - len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        len += (size_t)r;
-        if (len == sizeof buf - 1)
-            break;
-    }
-    buf[len] = '\0';
-    close(fds[0]);
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT)
-        fail_msg("%s: child did not die of SIGABRT (status 0x%x); "
-                 "stderr: %s",
-                 name, status, buf);
-    if (strstr(buf, expect) == NULL)
-        fail_msg("%s: stderr lacks \"%s\": %s", name, expect, buf);
-}
+#define expect_abort rt_check_expect_abort
 
 static void test_select_send_on_closed_aborts(void **state)
 {
