@@ -176,10 +176,12 @@ static bool serve(bconn *bc, const char *head)
                       "HTTP/1.1 %ld X\r\nContent-Type: application/json\r\n"
                       "X-Echo-Id: %s\r\nContent-Length: %zu\r\n\r\n",
                       status, id, blen);
+    /* Counted before the answer goes out: a client that has its answer
+     * must see the count. */
+    atomic_fetch_add(&bc->b->requests, 1);
     bool ok = send_all(bc, hdr, (size_t)hl) && send_all(bc, body, blen) &&
               (!chunked || send_all(bc, "\r\n0\r\n\r\n", 7));
     free(body);
-    atomic_fetch_add(&bc->b->requests, 1);
     return ok;
 }
 
