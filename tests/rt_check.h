@@ -63,6 +63,30 @@ static inline void rt_check_run(int procs, void (*fn)(void *), void *arg)
     rt_check_report();
 }
 
+/* Goroutines parked (waiting) right now. */
+static inline uint64_t rt_check_parked(void)
+{
+    rt_gstats st;
+    rt_gstats_get(&st);
+    return st.by_state[RT_G_WAITING];
+}
+
+/* Yield until at least n goroutines are parked (a test's way to know its
+ * waiters are queued); CHECK-fails after 10 s. */
+static inline void rt_check_wait_parked(uint64_t n)
+{
+    int64_t end = rt_now() + 10 * RT_SEC;
+    for (;;) {
+        if (rt_check_parked() >= n)
+            return;
+        if (rt_now() > end) {
+            CHECK(!"goroutines never parked");
+            return;
+        }
+        rt_yield();
+    }
+}
+
 /*
  * Run this test binary again as "--crash NAME" in a child (fork, then exec,
  * so the child starts with no runtime threads), capture its stderr and

@@ -38,26 +38,8 @@
 
 #define run rt_check_run
 
-/* Number of goroutines waiting (parked) right now. */
-static uint64_t nwaiting(void)
-{
-    rt_gstats st;
-    rt_gstats_get(&st);
-    return st.by_state[RT_G_WAITING];
-}
-
-/* Spin (yielding) until at least n goroutines are parked; 10 s at most. */
-static void wait_waiting(uint64_t n)
-{
-    int64_t end = rt_now() + 10 * RT_SEC;
-    while (nwaiting() < n) {
-        if (rt_now() > end) {
-            CHECK(!"goroutines never parked");
-            return;
-        }
-        rt_yield();
-    }
-}
+#define nwaiting rt_check_parked
+#define wait_waiting rt_check_wait_parked
 
 static rt_chan *make_chan(size_t elem_size, size_t cap)
 {
