@@ -3,36 +3,43 @@
  *
  * Design. OpenSSL is used in non-blocking mode: every SSL_* call either
  * completes or says SSL_ERROR_WANT_READ / WANT_WRITE, and drive() then
- * parks the goroutine in rt_fd_wait() on the connection's fd until the
- * socket is ready, the deadline passes or the context is done, and calls
- * again. The fd was made non-blocking and registered by rt_accept(); this
- * file only waits on it.
+ * parks the goroutine in rt_conn_wait() until the socket is ready, the
+ * deadline passes, the context is done or the connection is closed, and
+ * calls again.
  *
- * The socket BIO is ours (fd_bio_*) rather than OpenSSL's: it writes with
- * send(MSG_NOSIGNAL), so a peer that vanishes mid-handshake is -EPIPE and
- * never a SIGPIPE that kills the process, and it records the socket errno
- * in the gw_tls_conn so that no errno has to survive anything. The BIO
- * method is created once per process and never freed.
+ * The BIO is ours (fd_bio_*) rather than OpenSSL's socket BIO: it does its
+ * I/O through rt_conn_try_read() / rt_conn_try_write(), never on the raw
+ * fd. So every byte OpenSSL moves is an operation of the rt_conn: a close
+ * from another goroutine (an idle reaper, a drain) fails the next one with
+ * -EBADF instead of letting OpenSSL write into a reused fd number, and the
+ * writes use MSG_NOSIGNAL: a peer that vanishes mid-handshake is -EPIPE,
+ * never a SIGPIPE. The BIO records the socket error in the gw_tls_conn, so
+ * that no errno has to survive anything. The BIO method is created once
+ * per process and never freed.
  *
  * Thread-local state and migration. OpenSSL's error queue is per thread,
- * and a goroutine may resume on another thread after any rt_fd_wait().
+ * and a goroutine may resume on another thread after any rt_conn_wait().
  * So: ERR_clear_error() before every SSL_* call; classify() reads
  * SSL_get_error() and the queue right after the failing call, copies the
  * reason into tc->err and clears the queue, all before the goroutine can
- * park. No SSL_* call ever parks (the fd is non-blocking), so OpenSSL's
+ * park. No SSL_* call ever parks (the BIO never waits), so OpenSSL's
  * per-thread state is only used within one call, on one thread.
  *
  * Ownership. gw_tls_ctx owns its SSL_CTX; each SSL holds a reference on
  * it, so the ctx may be freed while connections are open. gw_tls_conn
- * owns its SSL (which owns the BIO) and, once made, the rt_conn.
+ * owns its SSL (which owns the BIO) and, once made, the caller's
+ * reference on the rt_conn; gw_tls_release() frees the session and
+ * releases the connection.
  *
  * Goroutines. A gw_tls_conn is used by one goroutine at a time: the SSL
  * state machine is shared by reads and writes. That goroutine needs a
- * GW_TLS_STACK_SIZE stack (OpenSSL runs on it). Errors: tc->fatal keeps
- * the first error that broke the session (any handshake or write error, a
- * read error other than a timeout or cancellation); every later call but
- * gw_tls_close() returns it, and SSL_shutdown() is not called after it, as
- * OpenSSL requires.
+ * GW_TLS_STACK_SIZE stack (OpenSSL runs on it). Another goroutine may
+ * close the underlying rt_conn at any time (holding its own reference:
+ * rt_conn_ref(gw_tls_rt_conn(tc))); the owner's call then fails with
+ * -EBADF. Errors: tc->fatal keeps the first error that broke the session
+ * (any handshake or write error, a read error other than a timeout or
+ * cancellation); every later call but gw_tls_release() returns it, and
+ * SSL_shutdown() is not called after it, as OpenSSL requires.
  */
 #include "tls.h"
 
@@ -42,7 +49,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -59,7 +65,6 @@ struct gw_tls_ctx {
 struct gw_tls_conn {
     SSL *ssl;
     rt_conn *conn;
-    int fd;
     int io_errno;     /* the BIO's last socket error in this SSL call, or 0 */
     bool eof;         /* the BIO read end of stream */
     int fatal;        /* the error that broke the session, or 0 */
@@ -90,16 +95,14 @@ static int fd_bio_write(BIO *b, const char *buf, int len)
     BIO_clear_retry_flags(b);
     if (len <= 0)
         return 0;
-    do {
-        n = send(tc->fd, buf, (size_t)len, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
+    n = rt_conn_try_write(tc->conn, buf, (size_t)len);
     if (n >= 0)
         return (int)n;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    if (n == -EAGAIN) {
         BIO_set_retry_write(b);
         return -1;
     }
-    tc->io_errno = errno;
+    tc->io_errno = (int)-n;
     return -1;
 }
 
@@ -111,20 +114,18 @@ static int fd_bio_read(BIO *b, char *buf, int len)
     BIO_clear_retry_flags(b);
     if (len <= 0)
         return 0;
-    do {
-        n = recv(tc->fd, buf, (size_t)len, 0);
-    } while (n < 0 && errno == EINTR);
+    n = rt_conn_try_read(tc->conn, buf, (size_t)len);
     if (n > 0)
         return (int)n;
     if (n == 0) {
         tc->eof = true;
         return 0;
     }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    if (n == -EAGAIN) {
         BIO_set_retry_read(b);
         return -1;
     }
-    tc->io_errno = errno;
+    tc->io_errno = (int)-n;
     return -1;
 }
 
@@ -415,7 +416,6 @@ int gw_tls_conn_new(gw_tls_ctx *ctx, rt_conn *c, gw_tls_conn **out)
     SSL_set_bio(tc->ssl, bio, bio); /* the SSL owns the BIO */
     SSL_set_accept_state(tc->ssl);
     tc->conn = c;
-    tc->fd = rt_conn_fd(c);
     *out = tc;
     return 0;
 
@@ -490,9 +490,9 @@ static int classify(gw_tls_conn *tc, enum tls_op op, int ret)
 
 /*
  * Run op to completion: call OpenSSL, and while it wants the socket
- * readable or writable, park until it is (rt_fd_wait may also say "maybe":
+ * readable or writable, park until it is (rt_conn_wait may also say "maybe":
  * OpenSSL then just asks again). Each pass either makes progress, parks,
- * or ends, and rt_fd_wait fails once the deadline has passed, so the loop
+ * or ends, and rt_conn_wait fails once the deadline has passed, so the loop
  * is bounded by the deadline. Returns 1 on success with *done bytes
  * (read/write), 0 at end of stream, or a negative errno.
  */
@@ -527,7 +527,7 @@ static int drive(gw_tls_conn *tc, enum tls_op op, void *buf, size_t len,
         want = classify(tc, op, ret);
         if (want <= 0)
             return want;
-        want = rt_fd_wait(tc->fd, want, deadline, ctx);
+        want = rt_conn_wait(tc->conn, want, deadline, ctx);
         if (want < 0) {
             /* A read may be retried after a timeout or cancellation:
              * OpenSSL keeps what it had read. A half-sent record or a
@@ -619,14 +619,14 @@ int gw_tls_shutdown(gw_tls_conn *tc, int64_t deadline, rt_ctx *ctx)
     return rc;
 }
 
-void gw_tls_close(gw_tls_conn *tc)
+void gw_tls_release(gw_tls_conn *tc)
 {
     if (tc == NULL)
         return;
     ERR_clear_error();
     SSL_free(tc->ssl); /* frees the BIO; sends nothing */
     ERR_clear_error();
-    rt_conn_close(tc->conn);
+    rt_conn_release(tc->conn);
     free(tc);
 }
 

@@ -8,22 +8,22 @@
  * (NULL: none), like rt_conn_read():
  *
  *     gw_tls_conn *tc;
- *     if (gw_tls_conn_new(tls, c, &tc) != 0) { rt_conn_close(c); return; }
+ *     if (gw_tls_conn_new(tls, c, &tc) != 0) { rt_conn_release(c); return; }
  *     if (gw_tls_accept(tc, header_deadline, ctx) != 0) {
  *         log("%s", gw_tls_last_error(tc));
- *         gw_tls_close(tc);    (closes c too)
+ *         gw_tls_release(tc);    (releases c too)
  *         return;
  *     }
  *     n = gw_tls_read(tc, buf, sizeof(buf), deadline, ctx);
  *     gw_tls_write(tc, resp, len, deadline, ctx);
  *     gw_tls_shutdown(tc, rt_now() + 100 * RT_MSEC, NULL);
- *     gw_tls_close(tc);
+ *     gw_tls_release(tc);
  *
  * Return values: 0 / a byte count, or a negative errno: -ETIMEDOUT (the
  * deadline passed), -ECANCELED (ctx done), -ECONNRESET (the peer reset or
  * closed the connection during the handshake), -EPIPE (write after the
  * peer closed), -EPROTO (a TLS protocol error: bad record, unsupported
- * version, alert...), -ENOMEM, -EBADF (the fd was unregistered), else a
+ * version, alert...), -ENOMEM, -EBADF (the connection was closed), else a
  * socket errno. gw_tls_last_error() says what happened in words, with
  * OpenSSL's reason ("TLS handshake: unsupported protocol").
  *
@@ -38,7 +38,11 @@
  * Goroutines: a gw_tls_conn is used by one goroutine at a time (an SSL
  * object has a single state machine: no reader and writer goroutines at
  * once, unlike rt_conn). To interrupt a goroutine blocked in gw_tls_*,
- * cancel the context it passed; never close the conn under it.
+ * cancel the context it passed, or close the underlying connection from
+ * any goroutine that holds a reference on it (rt_conn_ref() of
+ * gw_tls_rt_conn() while the owner still holds tc, then rt_conn_close()
+ * and rt_conn_unref() whenever): the owner's call fails with -EBADF and
+ * the session is broken; the owner still calls gw_tls_release().
  */
 #ifndef GW_TLS_H
 #define GW_TLS_H
@@ -82,7 +86,8 @@ void gw_tls_ctx_free(gw_tls_ctx *ctx);
 /*
  * Wrap an accepted connection c (registered with the netpoller, as
  * rt_accept() leaves it) for a server-side TLS session. No I/O. On success
- * *out owns c: gw_tls_close() closes both. On failure (-ENOMEM) c stays
+ * *out owns the caller's reference on c: gw_tls_release() releases both.
+ * On failure (-ENOMEM) c stays
  * the caller's.
  */
 int gw_tls_conn_new(gw_tls_ctx *ctx, rt_conn *c, gw_tls_conn **out);
@@ -92,7 +97,7 @@ int gw_tls_conn_new(gw_tls_ctx *ctx, rt_conn *c, gw_tls_conn **out);
  * gateway passes the header deadline: the handshake counts toward
  * header_timeout_ms). Returns 0, or a negative errno with the reason in
  * gw_tls_last_error(); a failed handshake leaves the conn good only for
- * gw_tls_close(). Clients that offer ALPN without "http/1.1" (e.g. only
+ * gw_tls_release(). Clients that offer ALPN without "http/1.1" (e.g. only
  * "h2") are refused with a no_application_protocol alert, as nginx and
  * Go's crypto/tls do (RFC 7301 §3.2); clients without ALPN are served.
  */
@@ -121,8 +126,9 @@ ssize_t gw_tls_write(gw_tls_conn *tc, const void *buf, size_t len,
  */
 int gw_tls_shutdown(gw_tls_conn *tc, int64_t deadline, rt_ctx *ctx);
 
-/* Free the session and close the underlying rt_conn (NULL: nothing). */
-void gw_tls_close(gw_tls_conn *tc);
+/* Free the session and release (close and unref) the underlying rt_conn
+ * (NULL: nothing). The owner's last call on tc. */
+void gw_tls_release(gw_tls_conn *tc);
 
 /*
  * What the last failed call on tc was about and why, e.g. "TLS handshake:
@@ -137,8 +143,8 @@ const char *gw_tls_alpn(const gw_tls_conn *tc);
 /* The protocol version, e.g. "TLSv1.3" (static string). */
 const char *gw_tls_version(const gw_tls_conn *tc);
 
-/* The underlying connection (still owned by tc), e.g. for
- * rt_conn_peer_gone(). */
+/* The underlying connection (tc holds a reference on it), e.g. for
+ * rt_conn_wait(c, RT_HUP, ...) or rt_conn_ref(). */
 rt_conn *gw_tls_rt_conn(gw_tls_conn *tc);
 
 #endif /* GW_TLS_H */

@@ -455,6 +455,10 @@ const char *rt_strerror(int err)
         return "context canceled";
     case -EAGAIN:
         return "operation would block";
+    case -EBADF:
+        return "use of closed connection";
+    case -EBUSY:
+        return "another goroutine is already waiting on it";
     default:
         return strerror(err < 0 ? -err : err);
     }

@@ -94,6 +94,15 @@ void rt__lock_release(rt__lock *l)
         rt__futex_wake(&l->v, 1);
 }
 
+RT__NOINLINE int rt__errno(void)
+{
+    int *p = &errno;
+    /* Opaque to the optimiser: no call of this function can be merged
+     * with another or treated as const, even under LTO. */
+    __asm__ volatile("" : "+r"(p));
+    return -*p;
+}
+
 _Noreturn void rt__panic(const char *fmt, ...)
 {
     char msg[512];

@@ -7,16 +7,39 @@
  * syscall; on EAGAIN park in rt_fd_wait() until the poller says the fd is
  * ready (or the deadline, the context or a close ends the wait); retry.
  *
- * Closing while other goroutines use the connection (Go's fdMutex, much
- * simplified): every operation is counted in c->ops under c->lk;
- * rt_conn_close() marks the conn closing, unregisters the fd (which wakes
- * parked readers and writers with -EBADF), parks until ops drops to zero,
- * and only then closes the fd and frees the struct. So an fd number is
- * never closed (and reused) while an operation may still issue syscalls
- * on it, and no goroutine touches a freed rt_conn.
+ * Closing and freeing are separate (Go's fdMutex, simplified; the memory
+ * rule Go gets from its garbage collector comes from reference counts):
+ *
+ *   state  one atomic word: bit 0 CLOSING, the rest the number of
+ *          operations in progress (each call is one operation from its
+ *          first syscall to its return). An operation begins with one
+ *          fetch_add and fails with -EBADF if CLOSING was set.
+ *   close  rt_conn_close() sets CLOSING (the first caller wins; the
+ *          others get -EBADF at once), unregisters the fd from the poller,
+ *          which wakes every parked operation with -EBADF, then parks
+ *          until the operation count is zero, and only then closes the
+ *          fd. So an fd number is never closed, and reused, while an
+ *          operation may still issue a syscall on it; and every operation
+ *          that starts after the close fails with -EBADF, from any
+ *          goroutine, at any time.
+ *   refs   how many holders may still call into the conn: the creator's
+ *          reference (rt_listen, rt_accept, rt_dial) and one per
+ *          rt_conn_ref(). The memory goes with the last rt_conn_unref()
+ *          or rt_conn_release(). Every caller of any rt_conn_* function
+ *          holds a reference for the duration of the call, so an operation
+ *          in progress always holds one, and a closed conn stays valid
+ *          memory (every call fails with -EBADF) until its last holder
+ *          lets go.
+ *
+ * Who wakes the closer: the operation whose end brings state to exactly
+ * CLOSING (no operations left) sets `drained` under c->lk and readies
+ * c->closer if one is parked. After CLOSING no operation can begin, so
+ * the count reaches zero once and stays there (a failing begin adds and
+ * removes one, and may signal again: harmless).
  *
  * Errors are 0 or negative errno; read returns 0 at end of stream. Writes
- * use MSG_NOSIGNAL: a peer that went away is -EPIPE, never SIGPIPE.
+ * use MSG_NOSIGNAL: a peer that went away is -EPIPE, never SIGPIPE. errno
+ * is read with rt__errno() right after each syscall (see rt_internal.h).
  */
 #include "rt_internal.h"
 
@@ -25,47 +48,63 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define CLOSING ((uint64_t)1)
+#define ONE_OP ((uint64_t)2)
+
 struct rt_conn {
     int fd;
-    rt__lock lk; /* protects ops, closing, closer */
-    int ops;
-    bool closing;
-    rt_g *closer;
+    _Atomic uint64_t state; /* CLOSING | operations * ONE_OP */
+    _Atomic uint32_t refs;
+    rt__lock lk;  /* protects drained, closer */
+    bool drained; /* operations reached zero after CLOSING */
+    rt_g *closer; /* parked in rt_conn_close until drained */
 };
 
-static int op_begin(rt_conn *c)
+static void op_drained(rt_conn *c)
 {
     rt__lock_acquire(&c->lk);
-    bool closing = c->closing;
-    if (!closing)
-        c->ops++;
+    c->drained = true;
+    rt_g *g = c->closer;
+    c->closer = NULL;
     rt__lock_release(&c->lk);
-    return closing ? -EBADF : 0;
+    if (g != NULL)
+        rt__ready(g);
 }
 
 static void op_end(rt_conn *c)
 {
-    rt__lock_acquire(&c->lk);
-    rt_g *wake = --c->ops == 0 ? c->closer : NULL;
-    if (wake != NULL)
-        c->closer = NULL;
-    rt__lock_release(&c->lk);
-    if (wake != NULL)
-        rt__ready(wake);
+    uint64_t s =
+        atomic_fetch_sub_explicit(&c->state, ONE_OP, memory_order_acq_rel) -
+        ONE_OP;
+    if (RT__UNLIKELY(s == CLOSING))
+        op_drained(c);
 }
 
-/* Caller owns the result (it owns fd from now on). */
+static int op_begin(rt_conn *c)
+{
+    uint64_t s =
+        atomic_fetch_add_explicit(&c->state, ONE_OP, memory_order_acq_rel);
+    if (RT__UNLIKELY(s & CLOSING)) {
+        op_end(c);
+        return -EBADF;
+    }
+    return 0;
+}
+
+/* Caller owns the result (it owns fd from now on): one reference. */
 static rt_conn *conn_new(int fd)
 {
     rt_conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
     c->fd = fd;
+    atomic_init(&c->refs, 1);
     return c;
 }
 
@@ -77,28 +116,51 @@ static bool close_unlock(rt_g *g, void *arg)
     return true;
 }
 
-void rt_conn_close(rt_conn *c)
+int rt_conn_close(rt_conn *c)
 {
     if (c == NULL)
-        return;
+        return -EBADF;
+    uint64_t s = atomic_fetch_or(&c->state, CLOSING);
+    if (s & CLOSING)
+        return -EBADF;
+    rt_fd_unregister(c->fd); /* parked operations: -EBADF */
     rt__lock_acquire(&c->lk);
-    if (c->closing)
-        rt__panic("rt_conn_close: connection closed twice");
-    c->closing = true;
-    rt__lock_release(&c->lk);
-    rt_fd_unregister(c->fd); /* parked readers and writers: -EBADF */
-    rt__lock_acquire(&c->lk);
-    if (c->ops > 0)
+    if (!c->drained && atomic_load(&c->state) != CLOSING)
         rt__park(close_unlock, c, "conn close");
     else
         rt__lock_release(&c->lk);
     close(c->fd);
+    return 0;
+}
+
+rt_conn *rt_conn_ref(rt_conn *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void rt_conn_unref(rt_conn *c)
+{
+    if (c == NULL ||
+        atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    /* The last holder: nothing can call into c any more. */
+    rt_conn_close(c);
     free(c);
 }
 
-int rt_conn_fd(rt_conn *c)
+void rt_conn_release(rt_conn *c)
 {
-    return c->fd;
+    if (c == NULL)
+        return;
+    rt_conn_close(c);
+    rt_conn_unref(c);
+}
+
+bool rt_conn_closed(rt_conn *c)
+{
+    return (atomic_load_explicit(&c->state, memory_order_acquire) & CLOSING) !=
+           0;
 }
 
 /* ------------------------------------------------------------ addresses */
@@ -148,13 +210,59 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss,
 
 int rt_conn_port(rt_conn *c)
 {
+    int err = op_begin(c);
+    if (err != 0)
+        return err;
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     if (getsockname(c->fd, (struct sockaddr *)&ss, &len) != 0)
-        return -errno;
-    if (ss.ss_family == AF_INET6)
-        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        err = rt__errno();
+    else if (ss.ss_family == AF_INET6)
+        err = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    else
+        err = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    op_end(c);
+    return err;
+}
+
+int rt_conn_peer_addr(rt_conn *c, char *buf, size_t len)
+{
+    int err = op_begin(c);
+    if (err != 0)
+        return err;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char ip[INET6_ADDRSTRLEN];
+    int n = -1;
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) != 0) {
+        err = rt__errno();
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+        n = snprintf(buf, len, "[%s]:%u", ip, ntohs(s6->sin6_port));
+    } else if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+        n = snprintf(buf, len, "%s:%u", ip, ntohs(s4->sin_port));
+    } else {
+        err = -EAFNOSUPPORT;
+    }
+    if (err == 0 && (n < 0 || (size_t)n >= len))
+        err = -ENOSPC;
+    op_end(c);
+    return err;
+}
+
+int rt_conn_setsockopt(rt_conn *c, int level, int name, const void *val,
+                       socklen_t len)
+{
+    int err = op_begin(c);
+    if (err != 0)
+        return err;
+    if (setsockopt(c->fd, level, name, val, len) != 0)
+        err = rt__errno();
+    op_end(c);
+    return err;
 }
 
 /* ------------------------------------------------------- listen, accept */
@@ -169,10 +277,10 @@ static int stream_socket(const char *addr, struct sockaddr_storage *ss,
         return err;
     int fd =
         socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    return fd >= 0 ? fd : -errno;
+    return fd >= 0 ? fd : rt__errno();
 }
 
-/* Caller owns *out: rt_conn_close(). */
+/* Caller owns *out (one reference): rt_conn_release(). */
 int rt_listen(const char *addr, int backlog, rt_conn **out)
 {
     struct sockaddr_storage ss;
@@ -197,7 +305,7 @@ int rt_listen(const char *addr, int backlog, rt_conn **out)
     return 0;
 
 fail_fd:
-    err = -errno;
+    err = rt__errno();
     goto fail_err;
 fail_registered:
     rt_fd_unregister(fd);
@@ -230,8 +338,8 @@ static int adopt(int fd, rt_conn **out)
     return 0;
 }
 
-/* Caller owns *out: rt_conn_close(). -EMFILE/-ENFILE when out of fds:
- * the caller decides whether to back off. */
+/* Caller owns *out (one reference): rt_conn_release(). -EMFILE/-ENFILE
+ * when out of fds: the caller decides whether to back off. */
 int rt_accept(rt_conn *ln, rt_conn **out, int64_t deadline, rt_ctx *ctx)
 {
     int err = op_begin(ln);
@@ -244,7 +352,7 @@ int rt_accept(rt_conn *ln, rt_conn **out, int64_t deadline, rt_ctx *ctx)
             err = adopt(fd, out);
             break;
         }
-        err = -errno;
+        err = rt__errno();
         if (err == -EINTR || err == -ECONNABORTED)
             continue;
         if (err != -EAGAIN)
@@ -270,7 +378,7 @@ static int connect_wait(int fd, int64_t deadline, rt_ctx *ctx)
         int soerr = 0;
         socklen_t sl = sizeof soerr;
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0)
-            return -errno;
+            return rt__errno();
         if (soerr == EINPROGRESS || soerr == EALREADY || soerr == EINTR)
             continue;
         if (soerr != 0)
@@ -279,12 +387,12 @@ static int connect_wait(int fd, int64_t deadline, rt_ctx *ctx)
         socklen_t pl = sizeof peer;
         if (getpeername(fd, (struct sockaddr *)&peer, &pl) == 0)
             return 0;
-        if (errno != ENOTCONN)
-            return -errno;
+        if ((err = rt__errno()) != -ENOTCONN)
+            return err;
     }
 }
 
-/* Caller owns *out: rt_conn_close(). */
+/* Caller owns *out (one reference): rt_conn_release(). */
 int rt_dial(const char *addr, rt_conn **out, int64_t deadline, rt_ctx *ctx)
 {
     struct sockaddr_storage ss;
@@ -298,7 +406,7 @@ int rt_dial(const char *addr, rt_conn **out, int64_t deadline, rt_ctx *ctx)
      * EPOLLHUP, which would mark the fd hung up for good. */
     bool pending = false;
     if (connect(fd, (struct sockaddr *)&ss, len) != 0) {
-        err = -errno;
+        err = rt__errno();
         if (err != -EINPROGRESS && err != -EINTR) {
             close(fd);
             return err;
@@ -309,7 +417,7 @@ int rt_dial(const char *addr, rt_conn **out, int64_t deadline, rt_ctx *ctx)
     if ((err = adopt(fd, &c)) != 0)
         return err;
     if (pending && (err = connect_wait(fd, deadline, ctx)) != 0) {
-        rt_conn_close(c);
+        rt_conn_release(c);
         return err;
     }
     *out = c;
@@ -318,26 +426,77 @@ int rt_dial(const char *addr, rt_conn **out, int64_t deadline, rt_ctx *ctx)
 
 /* ---------------------------------------------------------------- I/O */
 
+/* One read(2): the count, 0 at end of stream, or a negative errno
+ * (-EAGAIN when nothing is buffered). */
+static ssize_t read_once(rt_conn *c, void *buf, size_t len)
+{
+    for (;;) {
+        ssize_t r = read(c->fd, buf, len);
+        if (r >= 0)
+            return r;
+        r = rt__errno();
+        if (r != -EINTR)
+            return r;
+    }
+}
+
+/* One send(2) with MSG_NOSIGNAL; a negative errno on failure. */
+static ssize_t sendmsg_once(rt_conn *c, const struct iovec *iov, int iovcnt)
+{
+    struct msghdr mh = {.msg_iov = (struct iovec *)iov,
+                        .msg_iovlen = (size_t)iovcnt};
+    for (;;) {
+        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        if (n >= 0)
+            return n;
+        n = rt__errno();
+        if (n != -EINTR)
+            return n;
+    }
+}
+
 ssize_t rt_conn_read(rt_conn *c, void *buf, size_t len, int64_t deadline,
                      rt_ctx *ctx)
 {
     ssize_t r = op_begin(c);
     if (r != 0)
         return r;
-    for (;;) {
-        r = read(c->fd, buf, len);
-        if (r >= 0)
-            break;
-        r = -errno;
-        if (r == -EINTR)
-            continue;
-        if (r != -EAGAIN)
-            break;
-        if ((r = rt_fd_wait(c->fd, RT_READ, deadline, ctx)) != 0)
-            break;
-    }
+    while ((r = read_once(c, buf, len)) == -EAGAIN &&
+           (r = rt_fd_wait(c->fd, RT_READ, deadline, ctx)) == 0)
+        ;
     op_end(c);
     return r;
+}
+
+ssize_t rt_conn_try_read(rt_conn *c, void *buf, size_t len)
+{
+    ssize_t r = op_begin(c);
+    if (r != 0)
+        return r;
+    r = read_once(c, buf, len);
+    op_end(c);
+    return r;
+}
+
+ssize_t rt_conn_try_write(rt_conn *c, const void *buf, size_t len)
+{
+    ssize_t r = op_begin(c);
+    if (r != 0)
+        return r;
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    r = sendmsg_once(c, &iov, 1);
+    op_end(c);
+    return r;
+}
+
+int rt_conn_wait(rt_conn *c, int mode, int64_t deadline, rt_ctx *ctx)
+{
+    int err = op_begin(c);
+    if (err != 0)
+        return err;
+    err = rt_fd_wait(c->fd, mode, deadline, ctx);
+    op_end(c);
+    return err;
 }
 
 ssize_t rt_conn_writev(rt_conn *c, const struct iovec *iov, int iovcnt,
@@ -362,13 +521,9 @@ ssize_t rt_conn_writev(rt_conn *c, const struct iovec *iov, int iovcnt,
         int first = 0;
         size_t done = 0;
         while (done < total) {
-            struct msghdr mh = {.msg_iov = v + first,
-                                .msg_iovlen = (size_t)(iovcnt - first)};
-            ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+            ssize_t n = sendmsg_once(c, v + first, iovcnt - first);
             if (n < 0) {
-                r = -errno;
-                if (r == -EINTR)
-                    continue;
+                r = n;
                 if (r == -EAGAIN &&
                     (r = rt_fd_wait(c->fd, RT_WRITE, deadline, ctx)) == 0)
                     continue;
@@ -406,7 +561,7 @@ int rt_conn_shutdown(rt_conn *c, int how)
     if (err != 0)
         return err;
     if (shutdown(c->fd, how) != 0)
-        err = -errno;
+        err = rt__errno();
     op_end(c);
     return err;
 }
@@ -416,17 +571,23 @@ int rt_conn_shutdown(rt_conn *c, int how)
  * recv(MSG_PEEK) confirms there is nothing left to read (0 = FIN) or the
  * connection was reset. Without a hang-up event nothing is asked of the
  * kernel, so this is cheap to call often (nginx's
- * ngx_http_upstream_check_broken_connection).
+ * ngx_http_upstream_check_broken_connection). A closed conn is gone.
  */
 bool rt_conn_peer_gone(rt_conn *c)
 {
-    if (!rt_fd_hup(c->fd))
-        return false;
-    char b;
-    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0)
+    if (op_begin(c) != 0)
         return true;
-    if (n < 0 && errno != EAGAIN && errno != EINTR)
-        return true;
-    return false;
+    bool gone = false;
+    if (rt_fd_hup(c->fd)) {
+        char b;
+        ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0)
+            gone = true;
+        else if (n < 0) {
+            int err = rt__errno();
+            gone = err != -EAGAIN && err != -EINTR;
+        }
+    }
+    op_end(c);
+    return gone;
 }

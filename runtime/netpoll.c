@@ -4,21 +4,33 @@
  *
  * Each registered fd has a poll descriptor (rt__pd) that lives for the
  * whole rt_run() in a two-level table indexed by fd, so the poller can map
- * an event to its pd without a lock. Per pd, under pd->lk:
+ * an event to its pd without a lock. Per pd, under pd->lk, for each mode
+ * (RT_READ, RT_WRITE, RT_HUP):
  *   ready[mode]  readiness latched by the poller (edge-triggered: the
  *                kernel says it once), consumed by rt_fd_wait();
- *   waiter[mode] the one goroutine parked for reading / for writing;
+ *   waiter[mode] the one goroutine parked for that mode; a second one
+ *                gets -EBUSY (misuse is an error, not an abort);
  *   seq          registration generation, also stored in the epoll event
  *                data: an event from before the fd was unregistered and
  *                its number reused is stale and ignored;
- *   gone[mode]   a hang-up was seen (EPOLLRDHUP/HUP/ERR for reading,
- *                HUP/ERR for writing): from then on the fd counts as
- *                ready for that mode for good, as a level-triggered poller
- *                would say. Edge-triggered epoll reports a hang-up once,
- *                and the syscall after it can still say EAGAIN while the
- *                kernel finishes tearing the connection down (seen under
- *                gVisor); a waiter parked after that would never wake;
+ *   gone[mode]   a hang-up was seen (EPOLLRDHUP/HUP/ERR for reading and
+ *                hang-up, HUP/ERR for writing): from then on the fd counts
+ *                as ready for that mode for good, as a level-triggered
+ *                poller would say. Edge-triggered epoll reports a hang-up
+ *                once, and the syscall after it can still say EAGAIN while
+ *                the kernel finishes tearing the connection down (seen
+ *                under gVisor); a waiter parked after that would never
+ *                wake. A read-wait that returns because of the latch
+ *                yields first, so a loop that waits and never reads cannot
+ *                starve the other goroutines of its P;
  *   closing      set by rt_fd_unregister(): waiters get -EBADF.
+ *
+ * RT_HUP is the broken-connection watch (nginx's
+ * ngx_http_upstream_check_broken_connection, without the polling): a
+ * waiter for RT_HUP is readied only by EPOLLRDHUP/HUP/ERR, never by
+ * EPOLLIN, and does not consume read readiness, so a server can wait for
+ * its client to go away while the client's next request sits unread in
+ * the socket buffer.
  *
  * A wait (rt_fd_wait) can end four ways: readiness (the poller), the
  * deadline (an rt__timer), the context (an rt__ctx_watch), or
@@ -34,9 +46,9 @@
  * Scheduler side (sched.c): an M with nothing to run becomes the poller
  * if no other M is (rt__s.polling) and blocks in epoll_pwait2 until the
  * next timer; the others sleep on futexes. Waking the poller writes to an
- * eventfd. Busy Ms poll without blocking when their queue runs dry and,
- * at most every 10 ms, from their schedule loop, so ready fds are not
- * starved behind runnable goroutines.
+ * eventfd. Busy Ms poll without blocking when their queue runs dry, and
+ * sysmon polls when nobody has for 10 ms, so ready fds are not starved
+ * behind runnable goroutines.
  *
  * Lock order: context locks > pd->lk > timer heap locks; the poller holds
  * pd->lk only while collecting waiters and readies them after releasing it.
@@ -59,14 +71,17 @@
 typedef struct pd_waiter pd_waiter;
 typedef struct rt__pd rt__pd;
 
+/* Modes index the per-mode arrays; slot 0 is unused (RT_READ is 1). */
+#define NMODES (RT_HUP + 1)
+
 struct rt__pd {
     rt__lock lk;
     uint32_t seq;
     bool closing;
-    bool ready[3];        /* [RT_READ], [RT_WRITE] */
-    pd_waiter *waiter[3]; /* [RT_READ], [RT_WRITE] */
-    _Atomic bool hup;     /* peer hung up / error seen */
-    bool gone[3];         /* under lk: hang-up seen, ready for good */
+    bool ready[NMODES];        /* RT_READ, RT_WRITE (RT_HUP: gone only) */
+    bool gone[NMODES];         /* hang-up seen: ready for good */
+    pd_waiter *waiter[NMODES]; /* at most one per mode */
+    _Atomic bool hup;          /* gone[RT_HUP], readable without lk */
     _Atomic bool registered;
 };
 
@@ -162,15 +177,33 @@ int rt_fd_register(int fd)
     rt__pd *pd = pd_get(fd);
     if (pd == NULL)
         return fd < 0 ? -EBADF : -ENOMEM;
+    if (atomic_load(&pd->registered)) {
+        /* Registered twice: an error, and its waiters and readiness stay
+         * as they are. Unless the fd was closed without
+         * rt_fd_unregister() and its number reused: the kernel dropped
+         * it from the epoll set, so forget the old registration. */
+        rt__lock_acquire(&pd->lk);
+        struct epoll_event old = {
+            .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+            .data.u64 = ((uint64_t)pd->seq << 32) | (uint32_t)fd,
+        };
+        rt__lock_release(&pd->lk);
+        if (epoll_ctl(rt__s.epfd, EPOLL_CTL_MOD, fd, &old) == 0)
+            return -EEXIST;
+        rt_fd_unregister(fd);
+    }
     int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return -errno;
+    if (fl < 0)
+        return rt__errno();
+    if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return rt__errno();
     rt__lock_acquire(&pd->lk);
     pd->seq++;
     pd->closing = false;
-    pd->ready[RT_READ] = pd->ready[RT_WRITE] = false;
-    pd->gone[RT_READ] = pd->gone[RT_WRITE] = false;
-    pd->waiter[RT_READ] = pd->waiter[RT_WRITE] = NULL;
+    for (int m = 0; m < NMODES; m++) {
+        pd->ready[m] = pd->gone[m] = false;
+        pd->waiter[m] = NULL;
+    }
     atomic_store(&pd->hup, false);
     uint32_t seq = pd->seq;
     rt__lock_release(&pd->lk);
@@ -179,7 +212,7 @@ int rt_fd_register(int fd)
         .data.u64 = ((uint64_t)seq << 32) | (uint32_t)fd,
     };
     if (epoll_ctl(rt__s.epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
-        return -errno;
+        return rt__errno();
     atomic_store(&pd->registered, true);
     atomic_fetch_add(&rt__s.npolled, 1);
     return 0;
@@ -226,9 +259,26 @@ static bool wait_unlock(rt_g *g, void *arg)
     return true;
 }
 
+static const char *const wait_reasons[NMODES] = {
+    [RT_READ] = "IO wait (read)",
+    [RT_WRITE] = "IO wait (write)",
+    [RT_HUP] = "IO wait (hang-up)",
+};
+
+/* Consume readiness for mode; pd->lk held. 1: ready, 2: ready only
+ * because of the hang-up latch, 0: not ready. */
+static int take_ready(rt__pd *pd, int mode)
+{
+    if (pd->ready[mode]) {
+        pd->ready[mode] = false;
+        return 1;
+    }
+    return pd->gone[mode] ? 2 : 0;
+}
+
 int rt_fd_wait(int fd, int mode, int64_t deadline, rt_ctx *ctx)
 {
-    if (mode != RT_READ && mode != RT_WRITE)
+    if (mode != RT_READ && mode != RT_WRITE && mode != RT_HUP)
         return -EINVAL;
     rt__pd *pd = pd_lookup(fd);
     if (pd == NULL || !atomic_load(&pd->registered))
@@ -240,12 +290,13 @@ int rt_fd_wait(int fd, int mode, int64_t deadline, rt_ctx *ctx)
         rt__lock_release(&pd->lk);
         return -EBADF;
     }
-    if (pd->ready[mode] || pd->gone[mode]) {
-        pd->ready[mode] = false;
-        rt__lock_release(&pd->lk);
+    int ready = take_ready(pd, mode);
+    rt__lock_release(&pd->lk);
+    if (ready != 0) {
+        if (ready == 2 && mode == RT_READ)
+            rt_yield(); /* see "gone" at the top of the file */
         return 0;
     }
-    rt__lock_release(&pd->lk);
     int err = ctx != NULL ? rt_ctx_err(ctx) : 0;
     if (err != 0)
         return err;
@@ -269,17 +320,13 @@ int rt_fd_wait(int fd, int mode, int64_t deadline, rt_ctx *ctx)
         waiter_finish(&w, err, false);
     else if (pd->closing)
         waiter_finish(&w, -EBADF, false);
-    else if (pd->ready[mode] || pd->gone[mode]) {
-        pd->ready[mode] = false;
+    else if (pd->waiter[mode] != NULL)
+        waiter_finish(&w, -EBUSY, false); /* one waiter per mode */
+    else if (take_ready(pd, mode) != 0)
         waiter_finish(&w, 0, false);
-    }
     if (!w.done) {
-        if (pd->waiter[mode] != NULL)
-            rt__panic("fd %d: two goroutines waiting to %s", fd,
-                      mode == RT_READ ? "read" : "write");
         pd->waiter[mode] = &w;
-        rt__park(wait_unlock, pd,
-                 mode == RT_READ ? "IO wait (read)" : "IO wait (write)");
+        rt__park(wait_unlock, pd, wait_reasons[mode]);
     } else {
         rt__lock_release(&pd->lk);
     }
@@ -295,19 +342,19 @@ void rt_fd_unregister(int fd)
     if (pd == NULL || !atomic_load(&pd->registered))
         return;
     epoll_ctl(rt__s.epfd, EPOLL_CTL_DEL, fd, NULL);
-    rt_g *gs[2] = {NULL, NULL};
+    rt_g *gs[NMODES] = {NULL};
     rt__lock_acquire(&pd->lk);
     pd->closing = true;
     pd->seq++; /* events still queued for this fd are stale now */
-    for (int m = RT_READ; m <= RT_WRITE; m++)
+    for (int m = RT_READ; m < NMODES; m++)
         if (pd->waiter[m] != NULL)
-            gs[m - 1] = waiter_finish(pd->waiter[m], -EBADF, true);
+            gs[m] = waiter_finish(pd->waiter[m], -EBADF, true);
     atomic_store(&pd->registered, false);
     rt__lock_release(&pd->lk);
     atomic_fetch_sub(&rt__s.npolled, 1);
-    for (int i = 0; i < 2; i++)
-        if (gs[i] != NULL)
-            rt__ready(gs[i]);
+    for (int m = RT_READ; m < NMODES; m++)
+        if (gs[m] != NULL)
+            rt__ready(gs[m]);
 }
 
 bool rt_fd_hup(int fd)
@@ -356,32 +403,34 @@ int rt__netpoll(int64_t timeout)
         if (pd == NULL)
             continue;
         uint32_t e = evs[i].events;
-        rt_g *gs[2] = {NULL, NULL};
+        rt_g *gs[NMODES] = {NULL};
         rt__lock_acquire(&pd->lk);
         if (pd->seq == seq && !pd->closing) {
             if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
                 atomic_store(&pd->hup, true);
-                pd->gone[RT_READ] = true;
+                pd->gone[RT_READ] = pd->gone[RT_HUP] = true;
+                if (pd->waiter[RT_HUP] != NULL)
+                    gs[RT_HUP] = waiter_finish(pd->waiter[RT_HUP], 0, true);
             }
             if (e & (EPOLLHUP | EPOLLERR))
                 pd->gone[RT_WRITE] = true;
             if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
                 if (pd->waiter[RT_READ] != NULL)
-                    gs[0] = waiter_finish(pd->waiter[RT_READ], 0, true);
+                    gs[RT_READ] = waiter_finish(pd->waiter[RT_READ], 0, true);
                 else
                     pd->ready[RT_READ] = true;
             }
             if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
                 if (pd->waiter[RT_WRITE] != NULL)
-                    gs[1] = waiter_finish(pd->waiter[RT_WRITE], 0, true);
+                    gs[RT_WRITE] = waiter_finish(pd->waiter[RT_WRITE], 0, true);
                 else
                     pd->ready[RT_WRITE] = true;
             }
         }
         rt__lock_release(&pd->lk);
-        for (int k = 0; k < 2; k++) {
-            if (gs[k] != NULL) {
-                rt__ready(gs[k]);
+        for (int m = RT_READ; m < NMODES; m++) {
+            if (gs[m] != NULL) {
+                rt__ready(gs[m]);
                 readied++;
             }
         }

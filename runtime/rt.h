@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -340,16 +341,30 @@ void *rt_ctx_value(rt_ctx *ctx, const void *key);
  * deadline and a context.
  *
  * rt_fd_register() makes fd non-blocking and registers it (for read, write
- * and peer hang-up). Returns 0 or a negative errno.
- * rt_fd_wait() parks until fd is ready for mode (RT_READ or RT_WRITE):
- * 0 when it is (or may be: retry the I/O and wait again on EAGAIN),
- * -ETIMEDOUT at the deadline (RT_FOREVER: none), -ECANCELED when ctx (may
- * be NULL) is done, -EBADF when the fd is unregistered meanwhile.
+ * and peer hang-up). Returns 0 or a negative errno; -EEXIST when fd is
+ * registered already.
+ * rt_fd_wait() parks until fd is ready for mode:
+ *   RT_READ   readable (data, end of stream, hang-up or error);
+ *   RT_WRITE  writable (or hang-up, error);
+ *   RT_HUP    the peer hung up or the connection failed (EPOLLRDHUP, HUP,
+ *             ERR), whatever data is still buffered: readiness to read is
+ *             neither needed nor consumed, so a server can watch for its
+ *             client going away without reading the client's bytes.
+ * It returns 0 when fd is ready (for RT_READ/RT_WRITE: or may be; retry
+ * the I/O and wait again on EAGAIN), -ETIMEDOUT at the deadline
+ * (RT_FOREVER: none), -ECANCELED when ctx (may be NULL) is done, -EBADF
+ * when the fd is unregistered meanwhile, -EBUSY when another goroutine is
+ * already waiting on fd for the same mode (one waiter per fd and mode),
+ * -EINVAL for a bad mode.
+ * After a hang-up, a read-wait returns at once for good (the next read
+ * says end of stream or error), yielding the P first.
  * rt_fd_unregister() wakes every goroutine waiting on fd (-EBADF) and
- * removes it from the poller; it does not close fd.
+ * removes it from the poller; it does not close fd. Unregister before
+ * closing: an fd closed while registered is forgotten only when its number
+ * is registered again.
  * rt_fd_hup() tells whether the peer hung up (EPOLLRDHUP/HUP/ERR seen).
  */
-enum { RT_READ = 1, RT_WRITE = 2 };
+enum { RT_READ = 1, RT_WRITE = 2, RT_HUP = 3 };
 int rt_fd_register(int fd);
 int rt_fd_wait(int fd, int mode, int64_t deadline, rt_ctx *ctx);
 void rt_fd_unregister(int fd);
@@ -362,19 +377,34 @@ bool rt_fd_hup(int fd);
  * parks only its goroutine and takes a deadline (RT_FOREVER: none) and a
  * context (NULL: none). Errors: -ETIMEDOUT (deadline), -ECANCELED (ctx
  * done), -ECONNRESET (reset by peer), -EPIPE (write after the peer closed),
- * -EBADF (the connection was closed by another goroutine), else a negative
+ * -EBADF (the connection is closed), -EBUSY (another goroutine is already
+ * reading, or writing, or waiting for the same thing), else a negative
  * errno. rt_conn_read returns 0 at end of stream.
  *
  * Addresses are numeric "host:port" ("127.0.0.1:8080", "[::1]:8080",
  * ":8080" for all interfaces); name resolution is not the runtime's job.
  *
- * A connection may be used by one reader and one writer goroutine at a
- * time; rt_conn_close() from any goroutine wakes both with -EBADF, waits
- * until they have left, then closes the fd and frees the connection.
+ * Closing and lifetime (Go's Close, with reference counts where Go has a
+ * garbage collector):
+ *   - rt_conn_close() may be called from any goroutine at any time, any
+ *     number of times: the first call wakes every operation in progress
+ *     with -EBADF, waits until they have left, and closes the socket;
+ *     every later operation fails with -EBADF; later calls return -EBADF.
+ *     No fd number is reused while an operation on it may still run.
+ *   - The memory is reference counted. rt_listen, rt_accept and rt_dial
+ *     hand the caller one reference; rt_conn_ref() takes another (for a
+ *     goroutine that may use or close the connection later: a reaper, a
+ *     drain list); rt_conn_unref() drops one; rt_conn_release() closes
+ *     and drops one (the owner's "defer c.Close()"). The last reference
+ *     frees the connection, closing it first if nobody did. Every call on
+ *     a connection must be made by a holder of a reference.
+ *   - One reader and one writer may run at a time (plus one hang-up
+ *     watcher); a second concurrent reader gets -EBUSY when it would
+ *     park.
  */
 typedef struct rt_conn rt_conn;
 
-/* Caller owns *out: rt_conn_close(). */
+/* Caller owns one reference on *out: rt_conn_release(). */
 int rt_listen(const char *addr, int backlog, rt_conn **out);
 int rt_accept(rt_conn *ln, rt_conn **out, int64_t deadline, rt_ctx *ctx);
 int rt_dial(const char *addr, rt_conn **out, int64_t deadline, rt_ctx *ctx);
@@ -386,17 +416,48 @@ ssize_t rt_conn_write(rt_conn *c, const void *buf, size_t len, int64_t deadline,
                       rt_ctx *ctx);
 ssize_t rt_conn_writev(rt_conn *c, const struct iovec *iov, int iovcnt,
                        int64_t deadline, rt_ctx *ctx);
+
+/*
+ * For adapters that run their own I/O state machine (TLS): one read(2) /
+ * one send(2), never parking: the byte count (0 from try_read at end of
+ * stream) or a negative errno, -EAGAIN when it would block. rt_conn_wait
+ * parks until c is (maybe) ready for mode (RT_READ, RT_WRITE or RT_HUP;
+ * see rt_fd_wait). All three count as operations: a close from another
+ * goroutine wakes them and fails them with -EBADF.
+ */
+ssize_t rt_conn_try_read(rt_conn *c, void *buf, size_t len);
+ssize_t rt_conn_try_write(rt_conn *c, const void *buf, size_t len);
+int rt_conn_wait(rt_conn *c, int mode, int64_t deadline, rt_ctx *ctx);
+
 /* shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR. */
 int rt_conn_shutdown(rt_conn *c, int how);
-void rt_conn_close(rt_conn *c);
 
-int rt_conn_fd(rt_conn *c);
-/* The local address a listener is bound to (port 0 picks a free one). */
+/* See "Closing and lifetime" above. rt_conn_close returns 0, or -EBADF
+ * when the connection was closed already. */
+int rt_conn_close(rt_conn *c);
+rt_conn *rt_conn_ref(rt_conn *c); /* returns c */
+void rt_conn_unref(rt_conn *c);
+void rt_conn_release(rt_conn *c);
+/* Has rt_conn_close been called (a snapshot)? */
+bool rt_conn_closed(rt_conn *c);
+
+/* The local port (a listener bound to port 0 learns its port), or a
+ * negative errno. */
 int rt_conn_port(rt_conn *c);
+/* The peer's address as "1.2.3.4:5678" or "[::1]:5678" into buf. Returns
+ * 0, -ENOSPC when len is too small (RT_ADDR_LEN always fits), or a
+ * negative errno. */
+#define RT_ADDR_LEN 56
+int rt_conn_peer_addr(rt_conn *c, char *buf, size_t len);
+/* setsockopt(2) on the connection's socket. */
+int rt_conn_setsockopt(rt_conn *c, int level, int name, const void *val,
+                       socklen_t len);
 /*
  * Has the peer gone away (FIN or RST)? Does not consume data: uses the
  * poller's EPOLLRDHUP, else a 1-byte recv(MSG_PEEK), as nginx does. Data
- * still buffered (a pipelined request) is not "gone".
+ * still buffered (a pipelined request) is not "gone"; to wait for a
+ * hang-up whatever is buffered, use rt_conn_wait(c, RT_HUP, ...). A
+ * closed connection is gone.
  */
 bool rt_conn_peer_gone(rt_conn *c);
 

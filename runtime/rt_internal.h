@@ -57,6 +57,17 @@
 #define RT__LIKELY(x) __builtin_expect(!!(x), 1)
 #define RT__UNLIKELY(x) __builtin_expect(!!(x), 0)
 
+/*
+ * The calling thread's errno, negated, read fresh: call it right after the
+ * failing syscall. glibc declares __errno_location() const, so a compiler
+ * may reuse its result across a call that parks, and a goroutine may
+ * resume on another thread; this function is never inlined and never
+ * merged with another call (lock.c), so the errno it reads is the one of
+ * the thread that made the syscall. STYLE: "errno only inside the syscall
+ * wrapper, before any park".
+ */
+int rt__errno(void) RT__NOINLINE;
+
 /* Abort with a message, like a Go panic. Never returns. */
 _Noreturn void rt__panic(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));

@@ -31,7 +31,7 @@ static void echo_conn(void *arg)
         if (n <= 0 || rt_conn_write(c, buf, (size_t)n, RT_FOREVER, NULL) != n)
             break;
     }
-    rt_conn_close(c);
+    rt_conn_release(c);
 }
 
 static void accept_loop(void *arg)
@@ -78,7 +78,7 @@ static void client(void *arg)
     }
 out:
     atomic_fetch_add(&r->total, n);
-    rt_conn_close(c);
+    rt_conn_release(c);
     rt_waitgroup_done(&r->wg);
 }
 
@@ -114,7 +114,7 @@ static void bench_main(void *arg)
                rt_procs(), o->conns[i], el, total, (double)total / el);
         fflush(stdout);
     }
-    rt_conn_close(s.ln);
+    rt_conn_release(s.ln);
 }
 
 int main(int argc, char **argv)

@@ -325,7 +325,7 @@ static void srv_tcp_conn(void *arg)
         if (rt_conn_write(c, out, len + 2, rt_now() + RT_SEC, s->ctx) < 0)
             break;
     }
-    rt_conn_close(c);
+    rt_conn_release(c);
     rt_waitgroup_done(&s->wg);
 }
 
@@ -339,14 +339,14 @@ static void srv_accept(void *arg)
             break; /* stopped */
         tcp_arg *ta = malloc(sizeof *ta);
         if (ta == NULL) {
-            rt_conn_close(c);
+            rt_conn_release(c);
             continue;
         }
         *ta = (tcp_arg){.s = s, .c = c};
         rt_waitgroup_add(&s->wg, 1);
         rt_go(srv_tcp_conn, ta);
     }
-    rt_conn_close(s->ln);
+    rt_conn_release(s->ln);
     rt_waitgroup_done(&s->wg);
 }
 
@@ -373,7 +373,7 @@ static int srv_bind(dns_srv *s)
                 return 0;
             fprintf(stderr, "srv_bind: rt_fd_register(%d): %s\n", s->fd,
                     strerror(-err));
-            rt_conn_close(s->ln);
+            rt_conn_release(s->ln);
             close(s->fd);
             return -1;
         }

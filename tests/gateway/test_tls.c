@@ -30,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -274,8 +276,8 @@ static void serve_bulk(gw_tls_conn *tc, srv_result *r)
     bool same = true;
     int sndbuf = 16384; /* so that the big write has to park */
 
-    setsockopt(rt_conn_fd(gw_tls_rt_conn(tc)), SOL_SOCKET, SO_SNDBUF, &sndbuf,
-               sizeof(sndbuf));
+    rt_conn_setsockopt(gw_tls_rt_conn(tc), SOL_SOCKET, SO_SNDBUF, &sndbuf,
+                       sizeof(sndbuf));
     r->io_rc = read_full(tc, hdr, sizeof(hdr));
     if (r->io_rc != (ssize_t)sizeof(hdr))
         return;
@@ -319,8 +321,8 @@ static void serve_write_reset(gw_tls_conn *tc, srv_result *r)
     int sndbuf = 16384;
 
     CHECK(buf != NULL);
-    setsockopt(rt_conn_fd(gw_tls_rt_conn(tc)), SOL_SOCKET, SO_SNDBUF, &sndbuf,
-               sizeof(sndbuf));
+    rt_conn_setsockopt(gw_tls_rt_conn(tc), SOL_SOCKET, SO_SNDBUF, &sndbuf,
+                       sizeof(sndbuf));
     r->io_rc = gw_tls_read(tc, &go, 1, rt_now() + IO_TIMEOUT, NULL);
     if (r->io_rc == 1 && buf != NULL) {
         r->io_rc =
@@ -339,7 +341,7 @@ static void handler(void *arg)
 
     if (gw_tls_conn_new(fx.tls, h->c, &tc) != 0) {
         CHECK(!"gw_tls_conn_new");
-        rt_conn_close(h->c);
+        rt_conn_release(h->c);
         goto done;
     }
     r.deadline = rt_now() + atomic_load(&s->hs_timeout);
@@ -375,7 +377,7 @@ static void handler(void *arg)
         CHECK(gw_tls_shutdown(tc, rt_now() + IO_TIMEOUT, NULL) == r.accept_rc);
         CHECK(strcmp(gw_tls_last_error(tc), r.err) == 0); /* still why */
     }
-    gw_tls_close(tc);
+    gw_tls_release(tc);
 done:
     CHECK(rt_chan_trysend(s->results, &r));
     free(h);
@@ -399,7 +401,7 @@ static void acceptor(void *arg)
         h = malloc(sizeof(*h));
         CHECK(h != NULL);
         if (h == NULL) {
-            rt_conn_close(c);
+            rt_conn_release(c);
             break;
         }
         *h = (handler_arg){.s = s, .c = c, .mode = atomic_load(&s->mode)};
@@ -433,6 +435,7 @@ static void server_stop(server *s)
 
     rt_conn_close(s->ln); /* wakes the acceptor with -EBADF */
     rt_waitgroup_wait(&s->wg);
+    rt_conn_release(s->ln);
     CHECK(!rt_chan_tryrecv(s->results, &r, NULL)); /* all were checked */
     rt_chan_free(s->results);
 }
@@ -461,25 +464,35 @@ typedef struct client_opts {
 #define ALPN_H2_HTTP11 "\x02h2\x08http/1.1"
 #define ALPN(s) .alpn = (s), .alpn_len = sizeof(s) - 1
 
+/* The client owns a plain socket registered with the netpoller: OpenSSL's
+ * own socket BIO does its I/O (SSL_set_fd), and cl_step waits on it. */
 typedef struct client {
     SSL_CTX *ctx;
     SSL *ssl;
-    rt_conn *conn;
-    int fd;
+    int fd; /* -1: none */
     char err[160];
 } client;
 
 static int cl_dial(client *cl, server *s)
 {
-    char addr[32];
-    int rc;
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)s->port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int rc = 0;
 
     memset(cl, 0, sizeof(*cl));
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", s->port);
-    rc = rt_dial(addr, &cl->conn, rt_now() + IO_TIMEOUT, NULL);
-    CHECK(rc == 0);
+    /* A blocking connect on loopback: the handshake with the kernel's
+     * listen queue does not wait for the server goroutine. */
+    cl->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (cl->fd < 0 || connect(cl->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+        rc = -errno;
     if (rc == 0)
-        cl->fd = rt_conn_fd(cl->conn);
+        rc = rt_fd_register(cl->fd);
+    CHECK(rc == 0);
+    if (rc != 0 && cl->fd >= 0) {
+        close(cl->fd);
+        cl->fd = -1;
+    }
     return rc;
 }
 
@@ -633,9 +646,12 @@ static void cl_close(client *cl)
     SSL_free(cl->ssl);
     SSL_CTX_free(cl->ctx);
     ERR_clear_error();
-    if (cl->conn != NULL)
-        rt_conn_close(cl->conn);
+    if (cl->fd > 0) {
+        rt_fd_unregister(cl->fd);
+        close(cl->fd);
+    }
     memset(cl, 0, sizeof(*cl));
+    cl->fd = -1;
 }
 
 static const char *cl_alpn(client *cl)
@@ -975,9 +991,14 @@ static void test_tls11_refused(void **state)
 
 static rt_conn *dial(server *s)
 {
-    client cl;
+    char addr[32];
+    rt_conn *c = NULL;
+    int rc;
 
-    return cl_dial(&cl, s) == 0 ? cl.conn : NULL;
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", s->port);
+    rc = rt_dial(addr, &c, rt_now() + IO_TIMEOUT, NULL);
+    CHECK(rc == 0);
+    return rc == 0 ? c : NULL;
 }
 
 static void garbage_client(server *s)
@@ -990,7 +1011,7 @@ static void garbage_client(server *s)
         CHECK(rt_conn_write(c, req, sizeof(req) - 1, rt_now() + IO_TIMEOUT,
                             NULL) == (ssize_t)(sizeof(req) - 1));
         expect_closed_by_server(c);
-        rt_conn_close(c);
+        rt_conn_release(c);
     }
     if (next_result(s, &r)) {
         CHECK(r.accept_rc == -EPROTO);
@@ -1019,7 +1040,7 @@ static void silent_client(server *s)
     }
     if (c != NULL) {
         expect_closed_by_server(c);
-        rt_conn_close(c);
+        rt_conn_release(c);
     }
     atomic_store(&s->hs_timeout, IO_TIMEOUT);
     good_client(s);
@@ -1047,7 +1068,7 @@ static void cancel_client(server *s)
     }
     if (c != NULL) {
         expect_closed_by_server(c);
-        rt_conn_close(c);
+        rt_conn_release(c);
     }
 }
 
@@ -1094,7 +1115,7 @@ static void hello_then_gone_client(server *s)
     if (c != NULL) {
         CHECK(rt_conn_write(c, hello, len, rt_now() + IO_TIMEOUT, NULL) ==
               (ssize_t)len);
-        rt_conn_close(c);
+        rt_conn_release(c);
     }
     if (next_result(s, &r)) {
         CHECK(r.accept_rc == -ECONNRESET || r.accept_rc == -EPIPE);

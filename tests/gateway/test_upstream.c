@@ -230,7 +230,7 @@ static void backend_conn(void *arg)
             break;
     }
 out:
-    rt_conn_close(bc->c);
+    rt_conn_release(bc->c);
     free(bc);
     rt_waitgroup_done(&b->wg);
 }
@@ -246,7 +246,7 @@ static void backend_accept(void *arg)
         bconn *bc = malloc(sizeof *bc);
         CHECK(bc != NULL);
         if (bc == NULL) {
-            rt_conn_close(c);
+            rt_conn_release(c);
             continue;
         }
         bc->b = b;
@@ -280,7 +280,7 @@ static void backend_stop(backend *b)
 {
     rt_ctx_cancel(b->ctx);
     rt_waitgroup_wait(&b->wg);
-    rt_conn_close(b->ln);
+    rt_conn_release(b->ln);
     rt_ctx_release(b->ctx);
     free(b);
 }
@@ -291,7 +291,7 @@ static int closed_port(void)
     rt_conn *ln;
     CHECK(rt_listen("127.0.0.1:0", 1, &ln) == 0);
     int port = rt_conn_port(ln);
-    rt_conn_close(ln);
+    rt_conn_release(ln);
     return port;
 }
 

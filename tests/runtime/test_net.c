@@ -41,7 +41,7 @@ static void echo_conn(void *arg)
         if (rt_conn_write(c, buf, (size_t)n, RT_FOREVER, NULL) != n)
             break;
     }
-    rt_conn_close(c);
+    rt_conn_release(c);
 }
 
 typedef struct {
@@ -89,6 +89,7 @@ static void echo_stop(echo_server *s)
 {
     rt_conn_close(s->ln);
     rt_waitgroup_wait(&s->wg);
+    rt_conn_release(s->ln);
 }
 
 static void dial_port(int port, rt_conn **c)
@@ -134,7 +135,7 @@ static void basic_main(void *arg)
     assert_int_equal(rt_conn_shutdown(c, SHUT_WR), 0);
     assert_int_equal(rt_conn_read(c, buf, sizeof buf, rt_now() + RT_SEC, NULL),
                      0);
-    rt_conn_close(c);
+    rt_conn_release(c);
     echo_stop(&s);
     assert_int_equal(atomic_load(&s.accepted), 1);
 }
@@ -192,7 +193,7 @@ static void big_main(void *arg)
     rt_waitgroup_wait(&b.wg);
     assert_int_equal(b.got, len);
     free(data);
-    rt_conn_close(b.c);
+    rt_conn_release(b.c);
     echo_stop(&s);
 }
 
@@ -240,7 +241,7 @@ static void deadline_main(void *arg)
     assert_int_equal(rt_conn_write(c, "x", 1, RT_FOREVER, NULL), 1);
     assert_int_equal(rt_conn_read(c, buf, sizeof buf, rt_now() + RT_SEC, NULL),
                      1);
-    rt_conn_close(c);
+    rt_conn_release(c);
 
     echo_stop(&s);
 
@@ -249,7 +250,7 @@ static void deadline_main(void *arg)
     t0 = rt_now();
     d->accept_ret = rt_accept(ln, &nc, t0 + 30 * RT_MSEC, NULL);
     d->accept_elapsed = rt_now() - t0;
-    rt_conn_close(ln);
+    rt_conn_release(ln);
 }
 
 static void test_deadlines(void **state)
@@ -298,6 +299,7 @@ static void close_wakes_main(void *arg)
     int64_t t0 = rt_now();
     rt_conn_close(p.c); /* returns once the reader has left */
     rt_waitgroup_wait(&p.wg);
+    rt_conn_release(p.c);
     *elapsed = rt_now() - t0;
     assert_int_equal(p.ret, -EBADF);
     echo_stop(&s);
@@ -334,31 +336,31 @@ static void gone_main(void *arg)
     assert_int_equal(rt_accept(g->ln, &srv, rt_now() + RT_SEC, NULL), 0);
     rt_sleep(5 * RT_MSEC);
     g->gone_before = rt_conn_peer_gone(srv);
-    rt_conn_close(c);
+    rt_conn_release(c);
     for (int i = 0; i < 100 && !rt_conn_peer_gone(srv); i++)
         rt_sleep(RT_MSEC);
     g->gone_after_fin = rt_conn_peer_gone(srv);
-    rt_conn_close(srv);
+    rt_conn_release(srv);
 
     /* Data then FIN: the data is still there to read, not "gone". */
     dial_port(port, &c);
     assert_int_equal(rt_accept(g->ln, &srv, rt_now() + RT_SEC, NULL), 0);
     assert_int_equal(rt_conn_write(c, "GET", 3, RT_FOREVER, NULL), 3);
-    rt_conn_close(c);
+    rt_conn_release(c);
     rt_sleep(20 * RT_MSEC);
     g->gone_with_data = rt_conn_peer_gone(srv);
-    rt_conn_close(srv);
+    rt_conn_release(srv);
 
     /* RST (SO_LINGER 0): a read fails with -ECONNRESET. */
     dial_port(port, &c);
     assert_int_equal(rt_accept(g->ln, &srv, rt_now() + RT_SEC, NULL), 0);
     struct linger lg = {1, 0};
-    setsockopt(rt_conn_fd(c), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    rt_conn_close(c);
+    rt_conn_setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    rt_conn_release(c);
     char b;
     g->rst_read = rt_conn_read(srv, &b, 1, rt_now() + RT_SEC, NULL);
-    rt_conn_close(srv);
-    rt_conn_close(g->ln);
+    rt_conn_release(srv);
+    rt_conn_release(g->ln);
 }
 
 static void test_peer_gone(void **state)
@@ -382,7 +384,7 @@ static void refused_main(void *arg)
     assert_int_equal(rt_listen("127.0.0.1:0", 1, &ln), 0);
     char addr[32];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", rt_conn_port(ln));
-    rt_conn_close(ln);
+    rt_conn_release(ln);
     rt_conn *c;
     ret[0] = rt_dial(addr, &c, rt_now() + RT_SEC, NULL);
     ret[1] = rt_dial("not-an-address", &c, rt_now() + RT_SEC, NULL);
@@ -439,7 +441,7 @@ static void many_client(void *arg)
             if (got == len && memcmp(msg, buf, (size_t)len) == 0)
                 atomic_fetch_add(&m->ok, 1);
         }
-        rt_conn_close(c);
+        rt_conn_release(c);
     }
     rt_waitgroup_done(&m->wg);
 }
