@@ -139,6 +139,30 @@ void rt_gstats_get(rt_gstats *out);
 const char *rt_gstate_name(rt_gstate s);
 
 /*
+ * Scheduling cannot preempt a goroutine that computes without blocking
+ * (C code has no safe points). sysmon, a monitor thread, watches for
+ * that: a goroutine that holds its P for RT_LONG_RUN or longer without
+ * switching out is counted here, its spawn site kept as the last one
+ * seen, and a dump shows it as "[running, N ms without yielding]". Long
+ * computations belong in rt_blocking(), or should call rt_yield() now
+ * and then. sysmon also polls the network and runs overdue timers when
+ * every P is busy, so readiness and deadlines are not lost behind them.
+ */
+#define RT_LONG_RUN (10 * RT_MSEC)
+typedef struct rt_sched_stats {
+    uint64_t long_runs; /* goroutines seen holding a P >= RT_LONG_RUN */
+    /* The last of them: id, spawn site (static strings) and how long it
+     * had run when sysmon last saw it (at least RT_LONG_RUN). */
+    uint64_t last_long_goid;
+    const char *last_long_fn, *last_long_file;
+    int last_long_line;
+    int64_t last_long_ns;
+    uint64_t sysmon_polls;  /* network polls sysmon made for busy Ms */
+    uint64_t sysmon_timers; /* overdue timers sysmon ran for busy Ps */
+} rt_sched_stats;
+void rt_sched_stats_get(rt_sched_stats *out);
+
+/*
  * Goroutine dump in Go's shape: "goroutines: N", then per goroutine
  * "goroutine ID [STATE, WAIT REASON]:" and "\tspawned at FN (FILE:LINE)".
  * rt_dump_buf writes at most size bytes (NUL-terminated) and returns the

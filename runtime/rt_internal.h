@@ -101,7 +101,11 @@ struct rt_g {
 
     /* What goroutine dumps read while the G runs elsewhere: relaxed
      * atomics, written by the G itself or by its spawner. */
-    _Atomic uint64_t id;                 /* > 0 while live */
+    _Atomic uint64_t id; /* > 0 while live */
+    /* Set by sysmon when this G has held its P for RT_LONG_RUN without
+     * switching out: when sysmon first saw it running (dumps show it);
+     * cleared when it switches out. */
+    _Atomic int64_t long_run_since;
     _Atomic(const char *) waitreason;    /* why it is waiting */
     _Atomic(const char *) fn_name, file; /* spawn site */
     _Atomic int line;
@@ -184,6 +188,15 @@ struct rt__timer {
 };
 
 void rt__timer_init(rt__timer *t, void (*fn)(rt__timer *t), void *arg);
+/* rt_now() + d, saturated: d <= 0 is now, and a d that would overflow is
+ * RT_FOREVER. */
+static inline int64_t rt__deadline_after(int64_t d)
+{
+    int64_t now = rt_now();
+    if (d <= 0)
+        return now;
+    return d >= RT_FOREVER - now ? RT_FOREVER : now + d;
+}
 /* Arm at absolute time when; t must not be armed. */
 void rt__timer_start(rt__timer *t, int64_t when);
 /* Disarm: true when t was pending and will now not fire. */

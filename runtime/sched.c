@@ -34,8 +34,8 @@
  * busy Ms spin at once) and tries to steal half of another P's ring for a
  * few microseconds; then it puts itself on the idle list and sleeps until
  * woken or until the earliest timer of any P: the first such M blocks in
- * epoll as the netpoller (see netpoll.c), the others on their futex word. Wake-up
- * uses Dekker-style ordering with sequentially consistent atomics: a
+ * epoll as the netpoller (see netpoll.c), the others on their futex word.
+ * Wake-up uses Dekker-style ordering with sequentially consistent atomics: a
  * producer publishes work then reads nidle; an M going idle publishes
  * nidle then re-reads every queue; one of them sees the other, so no
  * wake-up is lost. rt__wakep() wakes one idle M unless one is spinning
@@ -88,7 +88,8 @@ RT__NOINLINE rt_m *rt__getm(void)
 RT__NOINLINE rt_g *rt__curg(void)
 {
     rt_m *m = tls_m;
-    return m != NULL ? m->curg : NULL;
+    return m != NULL ? atomic_load_explicit(&m->curg, memory_order_relaxed)
+                     : NULL;
 }
 
 void rt_set_procs(int procs)
@@ -486,13 +487,24 @@ static void m_sleep(rt_m *m)
     int64_t now = rt_now();
     int64_t next = rt__timers_next();
     bool scavenge = false;
-    if (!any_work() && next > now && !atomic_load(&rt__s.stopping)) {
-        int64_t until = next;
-        if (rt__stacks_scavenge_wanted() && until - now > SCAVENGE_DELAY) {
-            until = now + SCAVENGE_DELAY;
-            scavenge = true;
-        }
+    int64_t until = next;
+    if (rt__stacks_scavenge_wanted() && until - now > SCAVENGE_DELAY) {
+        until = now + SCAVENGE_DELAY;
+        scavenge = true;
+    }
+    /* Publish the wake-up time before looking at the timers again: a
+     * timer started after our first look either sees sleep_until (and
+     * wakes us, rt__timer_added) or is seen by the second look (a Dekker
+     * pair with the fence in rt__timer_added). */
+    atomic_store(&m->sleep_until, until);
+    atomic_thread_fence(memory_order_seq_cst);
+    next = rt__timers_next();
+    if (next < until) {
+        until = next;
+        scavenge = false;
         atomic_store(&m->sleep_until, until);
+    }
+    if (!any_work() && until > now && !atomic_load(&rt__s.stopping)) {
         int64_t timeout = until == RT_FOREVER ? -1 : until - now;
         int r;
         if (!atomic_exchange(&rt__s.polling, true)) {
@@ -511,9 +523,11 @@ static void m_sleep(rt_m *m)
         } else {
             r = rt__futex_wait(&m->wake, 0, timeout);
         }
-        atomic_store(&m->sleep_until, 0);
         scavenge = scavenge && r == -ETIMEDOUT && atomic_load(&m->wake) == 0;
+    } else {
+        scavenge = false;
     }
+    atomic_store(&m->sleep_until, 0);
 
     rt__lock_acquire(&rt__s.lock);
     if (m->idle) { /* nobody took us off the list: remove ourselves */
@@ -525,13 +539,16 @@ static void m_sleep(rt_m *m)
         atomic_fetch_sub(&rt__s.nidle, 1);
     }
     rt__lock_release(&rt__s.lock);
+    rt__sysmon_kick(); /* the process is not idle any more */
     if (scavenge)
         rt__stacks_scavenge();
 }
 
-/* Wake an M sleeping past `when` (a new earliest timer). */
+/* Wake an M sleeping past `when` (a new earliest timer). The timer is
+ * in its heap already; the fence pairs with m_sleep's. */
 void rt__timer_added(int64_t when)
 {
+    atomic_thread_fence(memory_order_seq_cst);
     for (int i = 0; i < rt__s.nprocs; i++) {
         rt_m *m = &rt__s.ms[i];
         int64_t until = atomic_load(&m->sleep_until);
@@ -579,6 +596,15 @@ static rt_g *find_runnable(rt_m *m)
         rt_g *g;
         if ((g = take_spawn_waiter(p)) != NULL)
             return g;
+        /* Work sysmon found while every M was busy: first, so it runs
+         * at the next switch (see sysmon.c). */
+        if (RT__UNLIKELY(
+                atomic_load_explicit(&rt__s.gq_urgent, memory_order_relaxed))) {
+            if ((g = globrunqget(p, 0)) != NULL)
+                return g;
+            atomic_store_explicit(&rt__s.gq_urgent, false,
+                                  memory_order_relaxed);
+        }
         if (++p->schedtick % 61 == 0) {
             /* Fairness: the global queue, and fds that nobody polled for
              * 10 ms while everyone was busy. */
@@ -733,13 +759,27 @@ static rt_g *after_switch(rt_m *m, rt_g *g)
     }
 }
 
+/* One more switch into or out of a G, for sysmon (see sysmon.c). */
+static inline void count_switch(rt_m *m)
+{
+    atomic_store_explicit(
+        &m->switches,
+        atomic_load_explicit(&m->switches, memory_order_relaxed) + 1,
+        memory_order_relaxed);
+}
+
 static void execute(rt_m *m, rt_g *g)
 {
     while (g != NULL) {
         atomic_store_explicit(&g->state, RT_G_RUNNING, memory_order_relaxed);
-        m->curg = g;
+        atomic_store_explicit(&m->curg, g, memory_order_relaxed);
+        count_switch(m);
         switch_to_g(m, g);
-        m->curg = NULL;
+        count_switch(m);
+        atomic_store_explicit(&m->curg, NULL, memory_order_relaxed);
+        if (RT__UNLIKELY(atomic_load_explicit(&g->long_run_since,
+                                              memory_order_relaxed) != 0))
+            atomic_store_explicit(&g->long_run_since, 0, memory_order_relaxed);
         g = after_switch(m, g);
     }
 }
@@ -832,7 +872,8 @@ uint64_t rt__go(rt_fn fn, void *arg, const rt_go_opts *opts,
                 const char *fn_name, const char *file, int line)
 {
     rt_m *m = rt__getm();
-    if (m == NULL || m->curg == NULL)
+    if (m == NULL ||
+        atomic_load_explicit(&m->curg, memory_order_relaxed) == NULL)
         rt__panic("rt_go called outside a goroutine");
     rt_p *p = m->p;
     rt_g *g = g_new(p, fn, arg, opts, fn_name, file, line);
@@ -935,6 +976,13 @@ static bool sleep_arm(rt_g *g, void *arg)
     return true;
 }
 
+static bool sleep_forever(rt_g *g, void *arg)
+{
+    (void)g;
+    (void)arg;
+    return true;
+}
+
 void rt_sleep_until(int64_t deadline)
 {
     rt_g *g = rt__curg();
@@ -943,6 +991,10 @@ void rt_sleep_until(int64_t deadline)
     if (deadline <= rt_now()) {
         rt_yield();
         return;
+    }
+    if (deadline == RT_FOREVER) {
+        rt__park(sleep_forever, NULL, "sleep (forever)");
+        rt__panic("a goroutine sleeping forever was woken");
     }
     rt__timer t;
     rt__timer_init(&t, sleep_fire, g);
@@ -957,7 +1009,7 @@ void rt_sleep_until(int64_t deadline)
 
 void rt_sleep(int64_t ns)
 {
-    rt_sleep_until(ns <= 0 ? 0 : rt_now() + ns);
+    rt_sleep_until(rt__deadline_after(ns));
 }
 
 /* ------------------------------------------------------------- rt_run */
@@ -991,6 +1043,7 @@ static void *m_thread(void *arg)
 
 static void teardown(void)
 {
+    rt__sysmon_stop();
     rt__blocking_shutdown();
 #ifdef RT_TSAN
     for (rt_g *g = rt__s.allgs; g != NULL; g = g->allnext)
@@ -1058,6 +1111,11 @@ int rt_run(void (*main_fn)(void *arg), void *arg)
         /* Run with the Ms we have: the scheduler works with any count of
          * running Ms, the extra Ps are simply drained by stealing. */
         rt__s.nprocs = started;
+        err = 0;
+    }
+    if ((err = rt__sysmon_start()) != 0) {
+        /* Without sysmon the scheduler still works; only its watch is
+         * missing. Not worth failing rt_run for. */
         err = 0;
     }
     schedule_loop(m0);

@@ -70,15 +70,19 @@ struct rt_m {
     int id;
     pthread_t thread;
     rt__regs g0regs; /* scheduler context on the thread's own stack */
-    rt_g *curg;
+    /* The G running on this M, NULL in the scheduler. Written by the M
+     * only; relaxed loads elsewhere (sysmon, dumps). */
+    _Atomic(rt_g *) curg;
+    /* Incremented by the M at every switch into and out of a G (odd:
+     * running a G), so sysmon can tell a G that keeps the P. */
+    _Atomic uint32_t switches;
     rt_p *p;
     bool spinning; /* counted in sched.nspinning; owner or under sched.lock */
     bool idle;     /* on sched.idle list, under sched.lock */
     rt_m *idlenext;
-    _Atomic uint32_t wake;            /* futex word: 1 = wake up */
-    _Atomic int64_t sleep_until;      /* while asleep: its timeout */
-    _Atomic bool in_poll;             /* asleep in epoll, not on the futex */
-    rt__timer *_Atomic running_timer; /* callback running on this M */
+    _Atomic uint32_t wake;       /* futex word: 1 = wake up */
+    _Atomic int64_t sleep_until; /* while asleep: its timeout */
+    _Atomic bool in_poll;        /* asleep in epoll, not on the futex */
     void *g0_stack_lo;
     size_t g0_stack_size;
 #ifdef RT_TSAN
@@ -115,9 +119,21 @@ typedef struct rt__sched {
 
     /* Netpoller (netpoll.c): at most one M blocks in epoll at a time. */
     int epfd, evfd;
-    _Atomic bool polling;      /* an M is inside rt__netpoll */
+    _Atomic bool polling;      /* an M or sysmon is inside rt__netpoll */
     _Atomic int npolled;       /* fds registered */
     _Atomic int64_t last_poll; /* when epoll was last consulted */
+
+    /* sysmon (sysmon.c). */
+    pthread_t sysmon;
+    bool sysmon_started;
+    _Atomic uint32_t sysmon_wake; /* futex word: 1 = look now */
+    _Atomic bool sysmon_idle;     /* parked until an M wakes up */
+    /* sysmon readied Gs onto the global queue while every M was busy:
+     * Ms look there first at their next schedule (set by sysmon, cleared
+     * by whoever empties the queue). */
+    _Atomic bool gq_urgent;
+    rt__lock statlock; /* protects stats.last_long_* */
+    rt_sched_stats stats;
 } rt__sched;
 
 /* The one scheduler of the process: rt_run() initialises it and tears it
@@ -134,6 +150,13 @@ void rt__cpu_relax(int n);
 /* sched.c */
 void rt__wakep(void);
 void rt__globrunqput(rt_g *g);
+/* Called by an M that wakes from its idle sleep: restarts sysmon if the
+ * whole process had gone idle. */
+void rt__sysmon_kick(void);
+
+/* sysmon.c */
+int rt__sysmon_start(void);
+void rt__sysmon_stop(void);
 
 /* stack.c: G + stack allocation. Caller owns the result; a dead G goes
  * back with rt__gfree_put() (default stacks, in batches) or

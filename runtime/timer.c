@@ -29,6 +29,11 @@
 
 enum { T_IDLE, T_PENDING, T_RUNNING };
 
+/* The timer whose callback this thread is running (an M or sysmon), so
+ * that a callback stopping its own timer does not wait for itself. A
+ * value, never an address kept across a park: callbacks never park. */
+static __thread rt__timer *tls_running;
+
 void rt__timer_added(int64_t when); /* sched.c */
 
 void rt__theap_init(rt__theap *th)
@@ -152,8 +157,7 @@ bool rt__timer_stop(rt__timer *t)
         if (st == T_IDLE)
             return false;
         if (st == T_RUNNING) {
-            rt_m *m = rt__getm();
-            if (m != NULL && atomic_load(&m->running_timer) == t)
+            if (tls_running == t)
                 return false; /* stopped from its own callback */
             sched_yield();
             continue;
@@ -175,7 +179,6 @@ bool rt__timer_stop(rt__timer *t)
 
 int64_t rt__timers_run(rt__theap *th, int64_t now)
 {
-    rt_m *m = rt__getm();
     for (;;) {
         rt__lock_acquire(&th->lock);
         if (th->len == 0 || th->h[0]->when > now) {
@@ -188,12 +191,11 @@ int64_t rt__timers_run(rt__theap *th, int64_t now)
          * until status says RUNNING, then waits for the callback. */
         atomic_store(&t->status, T_RUNNING);
         heap_remove(th, 0);
-        if (m != NULL)
-            atomic_store(&m->running_timer, t);
         rt__lock_release(&th->lock);
+        rt__timer *outer = tls_running;
+        tls_running = t;
         t->fn(t);
-        if (m != NULL)
-            atomic_store(&m->running_timer, NULL);
+        tls_running = outer;
         int running = T_RUNNING;
         atomic_compare_exchange_strong(&t->status, &running, T_IDLE);
     }
@@ -238,7 +240,7 @@ rt_timer *rt_timer_new(int64_t d)
         return NULL;
     }
     rt__timer_init(&tm->t, timer_fire, tm);
-    rt__timer_start(&tm->t, rt_now() + (d > 0 ? d : 0));
+    rt__timer_start(&tm->t, rt__deadline_after(d));
     return tm;
 }
 
@@ -267,7 +269,7 @@ bool rt_timer_reset(rt_timer *tm, int64_t d)
 {
     bool was = rt__timer_stop(&tm->t);
     drain(tm);
-    rt__timer_start(&tm->t, rt_now() + (d > 0 ? d : 0));
+    rt__timer_start(&tm->t, rt__deadline_after(d));
     return was;
 }
 
