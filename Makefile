@@ -28,7 +28,8 @@ $(error SAN must be empty, address or thread, not '$(SAN)')
 endif
 
 WARN := -Wall -Wextra -Werror
-BASE_CFLAGS := -std=c11 -O2 -g $(WARN) -D_GNU_SOURCE -pthread -MMD -MP
+BASE_CFLAGS := -std=c11 -O2 -g $(WARN) -D_GNU_SOURCE -pthread -MMD -MP \
+	-fstack-clash-protection
 ALL_CFLAGS = $(BASE_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
 ALL_LDFLAGS = -pthread $(SAN_FLAGS) $(LDFLAGS)
 

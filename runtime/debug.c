@@ -110,8 +110,13 @@ static void dump(out *o)
             atomic_load_explicit(&g->waitreason, memory_order_relaxed);
         outf(o, "\ngoroutine %llu [%s", (unsigned long long)id,
              rt_gstate_name((rt_gstate)s));
+        int64_t since =
+            atomic_load_explicit(&g->long_run_since, memory_order_relaxed);
         if (s == RT_G_WAITING && why != NULL)
             outf(o, ", %s", why);
+        else if (s == RT_G_RUNNING && since != 0)
+            outf(o, ", %lld ms without yielding",
+                 (long long)((rt_now() - since) / RT_MSEC));
         outf(o, "]:\n\tspawned at %s (%s:%d)\n",
              atomic_load_explicit(&g->fn_name, memory_order_relaxed),
              atomic_load_explicit(&g->file, memory_order_relaxed),

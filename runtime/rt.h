@@ -79,21 +79,39 @@ typedef void (*rt_fn)(void *arg);
 /* Spawn options; zero-initialise and set what you need. */
 typedef struct rt_go_opts {
     /* Stack bytes to reserve; 0 = the default (64 KiB). Larger stacks
-     * get their own mapping with a guard page: use them for goroutines
-     * that run deep C code (OpenSSL, libcurl), e.g. 256 KiB. */
+     * get a mapping of their own, always with a guard: use them for
+     * goroutines that run deep C code (OpenSSL, libcurl, a recursive
+     * parser), e.g. 256 KiB. */
     size_t stack_size;
 } rt_go_opts;
 
 /*
  * Start fn(arg) in a new goroutine. The spawn site (function name, file,
- * line) is recorded for goroutine dumps. Returns the goroutine id (> 0).
- * Aborts when no memory is left for a stack, like Go.
+ * line) is recorded for goroutine dumps. Returns the goroutine id (> 0),
+ * or 0 when no stack could be had (out of memory or address space, or no
+ * guard left for a big stack: see rt_stack_stats): fn does not run, arg
+ * stays the caller's, and the caller decides (a server refuses the
+ * connection).
+ *
+ * Stack overflow: every stack has a 64 KiB guard below it (see
+ * runtime/README.md for when there are not enough mappings for guards);
+ * a goroutine that touches it dies with a panic naming it and its spawn
+ * site, never writing into another goroutine's stack.
  */
 #define rt_go(fn, arg) rt__go((fn), (arg), NULL, #fn, __FILE__, __LINE__)
 #define rt_go_opts(fn, arg, opts)                                              \
     rt__go((fn), (arg), (opts), #fn, __FILE__, __LINE__)
 uint64_t rt__go(rt_fn fn, void *arg, const rt_go_opts *opts,
                 const char *fn_name, const char *file, int line);
+
+/* How stacks are guarded (see runtime/README.md, "Stacks"). */
+typedef struct rt_stack_stats {
+    const char *guard;           /* "madvise", "mprotect" or "none" */
+    uint64_t guarded, unguarded; /* stacks made since rt_run, by kind */
+    long guard_budget;           /* mprotect: mappings the guards may add */
+    long guard_used;             /* mprotect: mappings they have added */
+} rt_stack_stats;
+void rt_stack_stats_get(rt_stack_stats *out);
 
 /* Let other goroutines run; the caller stays runnable (runtime.Gosched). */
 void rt_yield(void);

@@ -841,8 +841,7 @@ static rt_g *g_new(rt_p *p, rt_fn fn, void *arg, const rt_go_opts *opts,
     if (g == NULL)
         g = rt__g_alloc(stack);
     if (g == NULL)
-        rt__panic("out of memory for a goroutine stack (%zu bytes)",
-                  stack ? stack : rt__stack_default());
+        return NULL;
 #ifdef RT_TSAN
     if (g->tsan_fiber == NULL)
         g->tsan_fiber = __tsan_create_fiber(0);
@@ -877,6 +876,8 @@ uint64_t rt__go(rt_fn fn, void *arg, const rt_go_opts *opts,
         rt__panic("rt_go called outside a goroutine");
     rt_p *p = m->p;
     rt_g *g = g_new(p, fn, arg, opts, fn_name, file, line);
+    if (RT__UNLIKELY(g == NULL))
+        return 0; /* no stack: the caller decides (see rt.h) */
     uint64_t id = atomic_load_explicit(&g->id, memory_order_relaxed);
     atomic_store_explicit(
         &p->nspawned,
@@ -1017,6 +1018,7 @@ void rt_sleep(int64_t ns)
 static void m_init_thread(rt_m *m)
 {
     tls_m = m;
+    rt__altstack_init(m);
 #ifdef RT_TSAN
     m->tsan_fiber = __tsan_get_current_fiber();
 #endif
@@ -1037,6 +1039,7 @@ static void *m_thread(void *arg)
     rt_m *m = arg;
     m_init_thread(m);
     schedule_loop(m);
+    rt__altstack_fini(m);
     tls_m = NULL;
     return NULL;
 }
@@ -1053,6 +1056,7 @@ static void teardown(void)
     for (int i = 0; i < rt__s.nprocs; i++)
         rt__theap_destroy(&rt__s.ps[i].timers);
     rt__stacks_release_all();
+    rt__stacks_fini();
     rt__netpoll_destroy();
     free(rt__s.ps);
     free(rt__s.ms);
@@ -1092,9 +1096,16 @@ int rt_run(void (*main_fn)(void *arg), void *arg)
         m->p = p;
     }
 
+    rt__stacks_init();
     rt_m *m0 = &rt__s.ms[0];
     m_init_thread(m0);
     rt_g *g = g_new(NULL, main_fn, arg, NULL, "main", __FILE__, __LINE__);
+    if (g == NULL) {
+        rt__altstack_fini(m0);
+        tls_m = NULL;
+        teardown();
+        return -ENOMEM;
+    }
     rt__s.main_g = g;
     atomic_store(&rt__s.nspawned_x, 1);
     runqput(m0->p, g, false);
@@ -1121,6 +1132,7 @@ int rt_run(void (*main_fn)(void *arg), void *arg)
     schedule_loop(m0);
     for (int i = 1; i < started; i++)
         pthread_join(rt__s.ms[i].thread, NULL);
+    rt__altstack_fini(m0);
     tls_m = NULL;
     teardown();
     return err;

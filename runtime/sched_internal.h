@@ -8,6 +8,7 @@
 #include "rt_internal.h"
 
 #include <pthread.h>
+#include <signal.h>
 
 /* Private G states beyond rt_gstate (see rt__park in sched.c). */
 enum {
@@ -85,6 +86,8 @@ struct rt_m {
     _Atomic bool in_poll;        /* asleep in epoll, not on the futex */
     void *g0_stack_lo;
     size_t g0_stack_size;
+    void *altstack; /* signal stack for stack-overflow reports */
+    stack_t old_altstack;
 #ifdef RT_TSAN
     void *tsan_fiber;
 #endif
@@ -175,6 +178,12 @@ void rt__stack_prepare(rt_g *g);
 void *rt__stack_top(rt_g *g);
 /* Release every stack and G mapping (rt_run teardown). */
 void rt__stacks_release_all(void);
+/* Guards and the stack-overflow handler (rt_run), and each M thread's
+ * signal stack. */
+int rt__stacks_init(void);
+void rt__stacks_fini(void);
+void rt__altstack_init(rt_m *m);
+void rt__altstack_fini(rt_m *m);
 /* Default stack size (RT__DEFAULT_STACK). */
 size_t rt__stack_default(void);
 

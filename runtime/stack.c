@@ -1,31 +1,50 @@
 /*
  * stack.c - goroutine stacks, and the Gs that own them.
  *
- * Default stacks (64 KiB) are carved from slabs: one mmap of 256 stack
- * slots followed by the 256 Gs of those slots, packed. MAP_NORESERVE,
+ * Default stacks (64 KiB) are carved from slabs: one mmap of 256 slots
+ * followed by the 256 Gs of those slots, packed. MAP_NORESERVE,
  * transparent huge pages off, committed lazily by the kernel page by page:
  * a parked goroutine with a shallow stack costs one resident stack page
  * plus its share of the G array. That is what lets a million goroutines
  * park in a few GiB. A slot is
  *
- *     [ 4 KiB gap | canary | stack ... grows down ... ]
- *     ^slot        ^stack_lo                 stack_hi^
+ *     [ 64 KiB guard | canary | stack ... grows down ... ]
+ *     ^slot           ^stack_lo                 stack_hi^
  *
- * The canary is 64 bytes that must stay zero (see rt__stack_check()), so
- * checking it costs no RSS either.
+ * so every stack has 64 KiB below it that no stack uses, and the G array
+ * sits above the last stack (stacks grow down, away from it).
  *
- * Why no guard page per stack: each mprotect'ed guard splits the mapping,
- * and vm.max_map_count (65530 here) would cap us at ~32,000 goroutines.
- * Instead overflow is detected in software: a canary at stack_lo, checked
- * together with the saved stack pointer every time the goroutine switches
- * out (park, yield, exit), panics with the goroutine's spawn site. The gap
- * is never used, so a frame that overruns by less than 4 KiB lands in it
- * rather than in the neighbouring goroutine's stack.
+ * Guards. An overflowing goroutine must never write into its neighbour's
+ * stack or a G: the guard below each stack is made inaccessible, so the
+ * first touch faults, and the SIGSEGV handler (installed by rt_run,
+ * running on a per-M signal stack) panics naming the goroutine and its
+ * spawn site. How, decided once per process (rt__stacks_init):
+ *   madvise   MADV_GUARD_INSTALL (Linux 6.13+): guard markers in the page
+ *             tables, no extra mapping: every stack is guarded, at any
+ *             count;
+ *   mprotect  PROT_NONE on each guard. Each guard splits a mapping, and
+ *             vm.max_map_count (65530 by default) caps the mappings of
+ *             the process, so guards are rationed: half of the mappings
+ *             left at start are the budget, big stacks (which run library
+ *             code) may use all of it, default stacks only half, slab by
+ *             slab. Slabs made beyond that have unguarded gaps (below);
+ *   none      (FANFOLD_STACK_GUARD=none) no guards at all.
+ * A stack without a guard still has the 64 KiB gap, never touched, so an
+ * overrun of up to 64 KiB lands in it rather than in the neighbour, and
+ * the canary catches most of those: the lowest 64 bytes of every stack
+ * must stay zero (zero so that checking them costs no RSS), and they are
+ * checked with the saved stack pointer every time the goroutine switches
+ * out (park, yield, exit). An overrun that writes only zeros below the
+ * canary, or a frame over 64 KiB that jumps the gap, is not seen there:
+ * the README states these limits. Code built with -fstack-clash-protection
+ * (fanfold's own is) probes every page of a big frame, so it cannot jump a
+ * guard.
  *
- * Stacks larger than the default get a mapping of their own with a
- * PROT_NONE guard page below the stack: goroutines that run deep C code
- * (OpenSSL, libcurl) get hardware overflow detection too; there are few of
- * them.
+ * Stacks larger than the default (rt_go_opts) get a mapping of their own,
+ * [guard | stack | G], for goroutines that run deep C code (OpenSSL,
+ * libcurl, jansson); they are always guarded, and when the mprotect
+ * budget is spent a spawn that needs one fails (rt_go returns 0) rather
+ * than run unguarded.
  *
  * A G and its stack stay together for life, so a free G is a free stack.
  * Gs are never unmapped while the scheduler runs: they are linked on
@@ -36,21 +55,32 @@
  * when an M goes idle, so RSS falls after a burst without a syscall on
  * the spawn/exit path.
  *
- * Locking: rt__s.glock protects the slab list, allgs and the global free
- * lists.
+ * Locking: rt__s.glock protects the slab list, allgs, the global free
+ * lists and the guard budget. The signal handler reads only the faulting
+ * thread's current G.
  */
 #include "rt_internal.h"
 #include "sched_internal.h"
 
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #define SLAB_SLOTS 256
-#define GAP 4096
+#define GUARD (64 * 1024) /* below every stack */
 #define CANARY_WORDS 8
 #define HOT_FREE 4096 /* free default stacks kept resident */
+#define ALTSTACK_SIZE (64 * 1024)
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102 /* Linux 6.13; older headers lack it */
+#endif
+
+enum guard_mode { GUARD_MADVISE, GUARD_MPROTECT, GUARD_NONE };
+static const char *const guard_names[] = {"madvise", "mprotect", "none"};
 
 /* A G rounded up so that stack_hi stays 64-byte aligned. */
 #define G_AREA ((sizeof(rt_g) + 63) & ~(size_t)63)
@@ -61,6 +91,7 @@ typedef struct slab {
     size_t len;
     int used; /* slots handed out */
     size_t slot;
+    bool guarded; /* every stack of it has a guard */
 } slab;
 
 /* Mappings owned by the allocator; protected by rt__s.glock. Global
@@ -71,6 +102,12 @@ static struct {
     rt_g *bigfree;   /* free Gs with big stacks, pages released */
     rt_g *cleanfree; /* free default Gs whose stack pages were released */
     size_t pagesz;
+    enum guard_mode mode;
+    long vma_budget; /* mprotect: mappings the guards may add */
+    long vma_used;
+    uint64_t guarded, unguarded; /* stacks made, by kind */
+    struct sigaction old_segv;
+    bool segv_installed;
 } st;
 
 static size_t page_size(void)
@@ -134,6 +171,87 @@ static rt_g *g_place(rt_g *g, char *stack_lo, char *stack_hi)
     return g;
 }
 
+/* ------------------------------------------------------------ guards */
+
+/* Mappings the process may still make, read once: max_map_count minus
+ * what is mapped already. */
+static long mappings_left(void)
+{
+    long max = 65530, used = 0;
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%ld", &max) != 1)
+            max = 65530;
+        fclose(f);
+    }
+    f = fopen("/proc/self/maps", "r");
+    if (f != NULL) {
+        int c;
+        while ((c = getc(f)) != EOF)
+            used += c == '\n';
+        fclose(f);
+    }
+    return max > used ? max - used : 0;
+}
+
+/* Does this kernel take MADV_GUARD_INSTALL? */
+static bool madvise_guards_work(void)
+{
+    size_t pg = page_size();
+    void *p = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return false;
+    bool ok = madvise(p, pg, MADV_GUARD_INSTALL) == 0;
+    munmap(p, 2 * pg);
+    return ok;
+}
+
+/* Decide how stacks are guarded (once per process: the choice outlives
+ * rt_run, like the mappings' budget it rations). */
+static void choose_guards(void)
+{
+    static bool chosen;
+    if (chosen)
+        return;
+    chosen = true;
+    const char *env = getenv("FANFOLD_STACK_GUARD");
+    if (env != NULL && strcmp(env, "none") == 0)
+        st.mode = GUARD_NONE;
+    else if (env != NULL && strcmp(env, "mprotect") == 0)
+        st.mode = GUARD_MPROTECT;
+    else
+        st.mode = madvise_guards_work() ? GUARD_MADVISE : GUARD_MPROTECT;
+    st.vma_budget = mappings_left() / 2;
+}
+
+/*
+ * Make [p, p + GUARD) a guard. big: the guard of a big stack, which may
+ * use the whole mprotect budget; else a default slab's, which may use
+ * half. Returns true when p is guarded. glock held.
+ */
+static bool guard(char *p, bool big, long vmas)
+{
+    switch (st.mode) {
+    case GUARD_MADVISE:
+        return madvise(p, GUARD, MADV_GUARD_INSTALL) == 0;
+    case GUARD_MPROTECT: {
+        long limit = big ? st.vma_budget : st.vma_budget / 2;
+        if (st.vma_used + vmas > limit)
+            return false;
+        if (mprotect(p, GUARD, PROT_NONE) != 0)
+            return false;
+        st.vma_used += vmas;
+        return true;
+    }
+    case GUARD_NONE:
+        break;
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------ allocation */
+
 static rt_g *alloc_default(void)
 {
     rt_g *g = rt__s.gfree;
@@ -150,7 +268,7 @@ static rt_g *alloc_default(void)
     }
     slab *sl = st.slabs;
     if (sl == NULL || sl->used == SLAB_SLOTS) {
-        size_t slot = RT__DEFAULT_STACK + GAP;
+        size_t slot = RT__DEFAULT_STACK + GUARD;
         sl = malloc(sizeof *sl);
         if (sl == NULL)
             return NULL;
@@ -167,13 +285,25 @@ static rt_g *alloc_default(void)
             free(sl);
             return NULL;
         }
+        /* All the slab's guards or none (mprotect: each guard adds two
+         * mappings, the guard and the stack after it). */
+        sl->guarded = st.mode == GUARD_MADVISE ||
+                      (st.mode == GUARD_MPROTECT &&
+                       st.vma_used + 2 * SLAB_SLOTS <= st.vma_budget / 2);
+        for (int i = 0; i < SLAB_SLOTS && sl->guarded; i++)
+            if (!guard(sl->base + slot * (size_t)i, false, 2))
+                sl->guarded = false; /* those made stay; counted as none */
         sl->next = st.slabs;
         st.slabs = sl;
     }
     int i = sl->used++;
     char *lo = sl->base + sl->slot * (size_t)i;
     rt_g *ng = (rt_g *)(sl->base + sl->slot * SLAB_SLOTS + G_AREA * (size_t)i);
-    return g_place(ng, lo + GAP, lo + sl->slot);
+    if (sl->guarded)
+        st.guarded++;
+    else
+        st.unguarded++;
+    return g_place(ng, lo + GUARD, lo + sl->slot);
 }
 
 static rt_g *alloc_big(size_t size)
@@ -187,7 +317,7 @@ static rt_g *alloc_big(size_t size)
         }
     }
     size_t pg = page_size();
-    size_t len = (size + G_AREA + pg - 1) / pg * pg + pg;
+    size_t len = (size + G_AREA + pg - 1) / pg * pg + GUARD;
     slab *m = malloc(sizeof *m);
     if (m == NULL)
         return NULL;
@@ -196,16 +326,23 @@ static rt_g *alloc_big(size_t size)
         free(m);
         return NULL;
     }
-    if (mprotect(base, pg, PROT_NONE) != 0) {
+    if (!guard(base, true, 2) && st.mode != GUARD_NONE) {
+        /* No guard left for a stack that runs library code: refuse the
+         * spawn rather than run it unguarded. */
         munmap(base, len);
         free(m);
         return NULL;
     }
     m->base = base;
     m->len = len;
+    m->guarded = st.mode != GUARD_NONE;
     m->next = st.bigmaps;
     st.bigmaps = m;
-    return g_place((rt_g *)(base + len - G_AREA), base + pg,
+    if (m->guarded)
+        st.guarded++;
+    else
+        st.unguarded++;
+    return g_place((rt_g *)(base + len - G_AREA), base + GUARD,
                    base + len - G_AREA);
 }
 
@@ -329,6 +466,133 @@ void rt__stacks_scavenge(void)
     rt__lock_release(&rt__s.glock);
 }
 
+/* ------------------------------------------------ overflow: the handler */
+
+/* Async-signal-safe text: no stdio, no malloc. */
+typedef struct sbuf {
+    char b[512];
+    size_t n;
+} sbuf;
+
+static void sb_str(sbuf *s, const char *p)
+{
+    while (p != NULL && *p != '\0' && s->n < sizeof s->b)
+        s->b[s->n++] = *p++;
+}
+
+static void sb_num(sbuf *s, uint64_t v)
+{
+    char d[24];
+    int n = 0;
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0 && s->n < sizeof s->b)
+        s->b[s->n++] = d[--n];
+}
+
+/*
+ * SIGSEGV: a touch of the running goroutine's guard (or canary) is a
+ * stack overflow: say which goroutine, then abort like rt__panic. Any
+ * other fault is not ours: put the previous disposition back and return,
+ * so the faulting instruction runs again and faults as it would have
+ * without the runtime. Runs on the M's signal stack.
+ */
+static void on_segv(int sig, siginfo_t *si, void *uctx)
+{
+    (void)uctx;
+    rt_m *m = rt__getm();
+    rt_g *g =
+        m != NULL ? atomic_load_explicit(&m->curg, memory_order_relaxed) : NULL;
+    char *addr = si->si_addr;
+    if (g == NULL || addr < g->stack_lo - GUARD ||
+        addr >= g->stack_lo + CANARY_WORDS * 8) {
+        sigaction(sig, &st.old_segv, NULL);
+        return;
+    }
+    sbuf s = {.n = 0};
+    sb_str(&s, "fanfold runtime panic: stack overflow in goroutine ");
+    sb_num(&s, atomic_load_explicit(&g->id, memory_order_relaxed));
+    sb_str(&s, " (stack ");
+    sb_num(&s, g->stack_size);
+    sb_str(&s, " bytes, spawned at ");
+    sb_str(&s, atomic_load_explicit(&g->fn_name, memory_order_relaxed));
+    sb_str(&s, " (");
+    sb_str(&s, atomic_load_explicit(&g->file, memory_order_relaxed));
+    sb_str(&s, ":");
+    sb_num(&s, (uint64_t)atomic_load_explicit(&g->line, memory_order_relaxed));
+    sb_str(&s, ")): it touched the guard below its stack; give it a larger "
+               "stack with rt_go_opts\n");
+    ssize_t w = write(2, s.b, s.n);
+    (void)w;
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigaction(SIGABRT, &dfl, NULL);
+    abort();
+}
+
+/*
+ * rt_run: choose the guards and install the handler, unless a sanitizer
+ * reports overflows itself. A handler the program had keeps every fault
+ * that is not a guard hit (on_segv hands those back), and comes back
+ * when rt_run returns. Returns 0.
+ */
+int rt__stacks_init(void)
+{
+    choose_guards();
+#if !defined(RT_ASAN) && !defined(RT_TSAN)
+    struct sigaction sa = {.sa_sigaction = on_segv,
+                           .sa_flags = SA_SIGINFO | SA_ONSTACK};
+    sigemptyset(&sa.sa_mask);
+    st.segv_installed = sigaction(SIGSEGV, &sa, &st.old_segv) == 0;
+#endif
+    return 0;
+}
+
+void rt__stacks_fini(void)
+{
+    if (st.segv_installed)
+        sigaction(SIGSEGV, &st.old_segv, NULL);
+    st.segv_installed = false;
+}
+
+/* A signal stack for the calling M's thread, for on_segv: the faulting
+ * goroutine's own stack is the one that ran out. */
+void rt__altstack_init(rt_m *m)
+{
+    m->altstack = mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m->altstack == MAP_FAILED) {
+        m->altstack = NULL;
+        return;
+    }
+    stack_t ss = {.ss_sp = m->altstack, .ss_size = ALTSTACK_SIZE};
+    if (sigaltstack(&ss, &m->old_altstack) != 0) {
+        munmap(m->altstack, ALTSTACK_SIZE);
+        m->altstack = NULL;
+    }
+}
+
+void rt__altstack_fini(rt_m *m)
+{
+    if (m->altstack == NULL)
+        return;
+    sigaltstack(&m->old_altstack, NULL);
+    munmap(m->altstack, ALTSTACK_SIZE);
+    m->altstack = NULL;
+}
+
+void rt_stack_stats_get(rt_stack_stats *out)
+{
+    rt__lock_acquire(&rt__s.glock);
+    out->guard = guard_names[st.mode];
+    out->guarded = st.guarded;
+    out->unguarded = st.unguarded;
+    out->guard_budget = st.mode == GUARD_MPROTECT ? st.vma_budget : 0;
+    out->guard_used = st.vma_used;
+    rt__lock_release(&rt__s.glock);
+}
+
 void rt__stack_prepare(rt_g *g)
 {
     /* Nothing to write: a NULL sp tells sched.c to enter the goroutine
@@ -358,6 +622,8 @@ void rt__stacks_release_all(void)
     }
     st.bigfree = NULL;
     st.cleanfree = NULL;
+    st.vma_used = 0;
+    st.guarded = st.unguarded = 0;
     rt__s.gfree = NULL;
     rt__s.ngfree = 0;
     rt__s.allgs = NULL;
