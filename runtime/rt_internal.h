@@ -158,6 +158,14 @@ void rt__park(bool (*unlockf)(rt_g *g, void *arg), void *arg,
               const char *reason);
 void rt__ready(rt_g *g);
 
+/*
+ * For tests only (NULL otherwise): called by an M about to sleep, in
+ * scheduler context, between its first look at the timers and the
+ * publication of its wake-up time: the window where a timer started by
+ * someone else must not be lost (tests/runtime/test_sched.c).
+ */
+extern void (*rt__test_hook_m_sleep)(void);
+
 /* May a goroutine busy-wait for a lock held on another P (sched.c)? */
 bool rt__can_spin(void);
 

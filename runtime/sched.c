@@ -77,6 +77,8 @@ rt__sched rt__s;
  * park: a goroutine may resume on another thread. */
 static __thread rt_m *tls_m;
 
+void (*rt__test_hook_m_sleep)(void);
+
 /* Procs requested by rt_set_procs(); read by rt_run(). */
 static int requested_procs;
 
@@ -486,6 +488,8 @@ static void m_sleep(rt_m *m)
     /* Re-check after publishing nidle (see the top of the file). */
     int64_t now = rt_now();
     int64_t next = rt__timers_next();
+    if (RT__UNLIKELY(rt__test_hook_m_sleep != NULL))
+        rt__test_hook_m_sleep();
     bool scavenge = false;
     int64_t until = next;
     if (rt__stacks_scavenge_wanted() && until - now > SCAVENGE_DELAY) {
