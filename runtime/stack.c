@@ -477,6 +477,11 @@ void rt__stacks_scavenge(void)
 
 /* ------------------------------------------------ overflow: the handler */
 
+/* Under ASan and TSan the sanitizer's own SIGSEGV handler reports stack
+ * overflows (it knows the goroutine stacks from the fiber annotations). */
+#if !defined(RT_ASAN) && !defined(RT_TSAN)
+#define RT_SEGV_HANDLER 1
+
 /* Async-signal-safe text: no stdio, no malloc. */
 typedef struct sbuf {
     char b[512];
@@ -540,6 +545,8 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
     abort();
 }
 
+#endif /* RT_SEGV_HANDLER */
+
 /*
  * rt_run: choose the guards and install the handler, unless a sanitizer
  * reports overflows itself. A handler the program had keeps every fault
@@ -549,7 +556,7 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
 int rt__stacks_init(void)
 {
     choose_guards();
-#if !defined(RT_ASAN) && !defined(RT_TSAN)
+#ifdef RT_SEGV_HANDLER
     struct sigaction sa = {.sa_sigaction = on_segv,
                            .sa_flags = SA_SIGINFO | SA_ONSTACK};
     sigemptyset(&sa.sa_mask);
