@@ -1222,6 +1222,153 @@ static void test_peer_reset_during_write(void **state)
     run((run_args){.client = reset_client, .mode = MODE_WRITE_RESET});
 }
 
+/* ------------------------------------------------- close from outside */
+
+/*
+ * 1,000 rounds: the owner goroutine of a server-side TLS connection
+ * handshakes, reads and echoes while another goroutine, holding its own
+ * reference on the underlying rt_conn, closes it at a random point (an
+ * idle reaper, a drain). The owner's call fails (-EBADF, or what the
+ * client's reaction to the close causes), and since every byte OpenSSL
+ * moves goes through the rt_conn, nothing touches a reused fd number or
+ * freed memory (make test-asan / test-race run this too).
+ */
+#define TLS_RACE_ROUNDS 1000
+
+/* Where the closes landed, so the test knows it covered every phase. */
+static _Atomic int race_in_handshake, race_in_io;
+
+typedef struct tls_race {
+    server s; /* only port is used */
+    rt_conn *srv;
+    unsigned seed;
+    _Atomic bool talking; /* the owner's handshake is done, or it gave up */
+    rt_waitgroup wg;
+} tls_race;
+
+static bool tls_race_end(ssize_t rc)
+{
+    return rc == 0 || rc == -EBADF || rc == -ECONNRESET || rc == -EPIPE ||
+           rc == -EPROTO;
+}
+
+static void tls_race_owner(void *arg)
+{
+    tls_race *r = arg;
+    gw_tls_conn *tc;
+    int rc = gw_tls_conn_new(fx.tls, r->srv, &tc);
+
+    CHECK(rc == 0);
+    if (rc != 0) {
+        atomic_store(&r->talking, true);
+        rt_conn_release(r->srv);
+        rt_waitgroup_done(&r->wg);
+        return;
+    }
+    rc = gw_tls_accept(tc, rt_now() + IO_TIMEOUT, NULL);
+    CHECK(rc == 0 || tls_race_end(rc));
+    atomic_fetch_add(rc == 0 ? &race_in_io : &race_in_handshake, 1);
+    atomic_store(&r->talking, true);
+    for (int i = 0; rc == 0 && i < MAX_STEPS; i++) {
+        char buf[256];
+        ssize_t n =
+            gw_tls_read(tc, buf, sizeof(buf), rt_now() + IO_TIMEOUT, NULL);
+
+        if (n <= 0) {
+            CHECK(tls_race_end(n));
+            break;
+        }
+        n = gw_tls_write(tc, buf, (size_t)n, rt_now() + IO_TIMEOUT, NULL);
+        if (n < 0) {
+            CHECK(tls_race_end(n));
+            break;
+        }
+    }
+    gw_tls_release(tc);
+    rt_waitgroup_done(&r->wg);
+}
+
+static void tls_race_closer(void *arg)
+{
+    tls_race *r = arg;
+    unsigned pick = (unsigned)rand_r(&r->seed);
+
+    /* A random point: half the time somewhere in the handshake, half the
+     * time somewhere in the echo loop, whatever the machine's speed. */
+    if (pick % 2 == 1) {
+        int64_t give_up = rt_now() + IO_TIMEOUT;
+
+        while (!atomic_load(&r->talking) && rt_now() < give_up)
+            rt_yield();
+        pick /= 2;
+    }
+    for (unsigned i = 0; i < pick % 128; i++)
+        rt_yield();
+    rt_conn_close(r->srv);
+    rt_conn_unref(r->srv);
+    rt_waitgroup_done(&r->wg);
+}
+
+/* Connects, then talks until the server goes away. */
+static void tls_race_client(void *arg)
+{
+    tls_race *r = arg;
+    client_opts o = {ALPN(ALPN_HTTP11)};
+    client cl;
+
+    if (cl_dial(&cl, &r->s) == 0 && cl_handshake(&cl, &o) == 0) {
+        char buf[8];
+
+        for (int i = 0; i < 50; i++)
+            if (cl_write(&cl, "ping", 4) != 0 || cl_read(&cl, buf, 4) != 4)
+                break;
+    }
+    cl_close(&cl);
+    rt_waitgroup_done(&r->wg);
+}
+
+static void tls_race_main(void *arg)
+{
+    int *rounds = arg;
+    rt_go_opts big = {.stack_size = GW_TLS_STACK_SIZE};
+    rt_conn *ln;
+
+    CHECK(rt_listen("127.0.0.1:0", 64, &ln) == 0);
+    for (int i = 0; i < TLS_RACE_ROUNDS; i++) {
+        tls_race r = {.s.port = rt_conn_port(ln),
+                      .seed = (unsigned)i * 2654435761u};
+
+        rt_waitgroup_add(&r.wg, 1);
+        rt_go_opts(tls_race_client, &r, &big);
+        if (rt_accept(ln, &r.srv, rt_now() + IO_TIMEOUT, NULL) != 0) {
+            CHECK(!"accept");
+            rt_waitgroup_wait(&r.wg);
+            break;
+        }
+        rt_conn_ref(r.srv); /* the closer's */
+        rt_waitgroup_add(&r.wg, 2);
+        rt_go_opts(tls_race_owner, &r, &big); /* takes main's reference */
+        rt_go(tls_race_closer, &r);
+        rt_waitgroup_wait(&r.wg);
+        *rounds = i + 1;
+    }
+    rt_conn_release(ln);
+}
+
+static void test_close_from_outside(void **state)
+{
+    int rounds = 0;
+
+    (void)state;
+    rt_check_run(2, tls_race_main, &rounds);
+    assert_int_equal(rounds, TLS_RACE_ROUNDS);
+    /* Both phases were hit, many times each. */
+    print_message("closed in the handshake %d times, after it %d times\n",
+                  atomic_load(&race_in_handshake), atomic_load(&race_in_io));
+    assert_true(atomic_load(&race_in_handshake) >= TLS_RACE_ROUNDS / 20);
+    assert_true(atomic_load(&race_in_io) >= TLS_RACE_ROUNDS / 20);
+}
+
 int main(void)
 {
     /* The test's client writes through OpenSSL's socket BIO, without
@@ -1240,6 +1387,7 @@ int main(void)
         cmocka_unit_test(test_eof_without_close_notify),
         cmocka_unit_test(test_read_timeout_keeps_session),
         cmocka_unit_test(test_peer_reset_during_write),
+        cmocka_unit_test(test_close_from_outside),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
