@@ -27,11 +27,24 @@ else ifneq ($(SAN),)
 $(error SAN must be empty, address or thread, not '$(SAN)')
 endif
 
+# LTO=1: the same build with link-time optimisation (make test runs the
+# tests this way too, in $(BUILD)/lto: cross-file inlining is where code
+# that keeps a thread-local address or errno across a park breaks).
+LTO ?=
+ifneq ($(LTO),)
+LTO_FLAGS := -flto=auto
+AR := gcc-ar
+ifneq ($(findstring clang,$(CC)),)
+LTO_FLAGS := -flto
+AR := llvm-ar
+endif
+endif
+
 WARN := -Wall -Wextra -Werror
 BASE_CFLAGS := -std=c11 -O2 -g $(WARN) -D_GNU_SOURCE -pthread -MMD -MP \
 	-fstack-clash-protection
-ALL_CFLAGS = $(BASE_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
-ALL_LDFLAGS = -pthread $(SAN_FLAGS) $(LDFLAGS)
+ALL_CFLAGS = $(BASE_CFLAGS) $(SAN_FLAGS) $(LTO_FLAGS) $(CFLAGS)
+ALL_LDFLAGS = -pthread $(SAN_FLAGS) $(LTO_FLAGS) $(LDFLAGS)
 
 # pkg-config runs once per make invocation; before `make deps` it may be
 # missing, which only the top-level make (that runs deps) ever sees.
@@ -90,6 +103,14 @@ test: deps
 	+@$(MAKE) --no-print-directory binaries
 	@env CMOCKA_MESSAGE_OUTPUT=stdout $(SAN_ENV) \
 		tests/run-tests.sh $(BUILD)/tests
+ifeq ($(SAN)$(LTO),)
+	@echo "=== the same tests, built with -O2 -flto ($(BUILD)/lto)"
+	+@$(MAKE) --no-print-directory BUILD=$(BUILD)/lto LTO=1 test-lto-run
+endif
+
+.PHONY: test-lto-run
+test-lto-run: tests
+	@env CMOCKA_MESSAGE_OUTPUT=stdout tests/run-tests.sh $(BUILD)/tests
 
 test-asan:
 	+@$(MAKE) --no-print-directory BUILD=build/asan CC=clang SAN=address test
