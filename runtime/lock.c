@@ -52,11 +52,21 @@ static inline void cpu_relax(void)
 #endif
 }
 
-void rt__cpu_relax(int n)
+bool rt__spin_more(rt__spin *s)
 {
-    while (n-- > 0)
-        cpu_relax();
+    cpu_relax();
+    if (++s->n % RT__SPIN_CHECK != 0)
+        return true;
+    int64_t now = rt_now();
+    if (s->end == 0) {
+        s->end = now + s->budget;
+        return true;
+    }
+    return now < s->end;
 }
+
+/* How long rt__lock_acquire spins before it sleeps on the futex. */
+#define LOCK_SPIN_NS (2 * RT_USEC)
 
 bool rt__lock_tryacquire(rt__lock *l)
 {
@@ -71,9 +81,10 @@ void rt__lock_acquire(rt__lock *l)
     if (RT__LIKELY(atomic_compare_exchange_strong_explicit(
             &l->v, &c, 1, memory_order_acquire, memory_order_relaxed)))
         return;
-    /* Spin: the holder is a few instructions from releasing. */
-    for (int i = 0; i < 100; i++) {
-        cpu_relax();
+    /* Spin: the holder is a few instructions from releasing (2 us; see
+     * rt__spin for why by time). */
+    rt__spin sp = RT__SPIN(LOCK_SPIN_NS);
+    while (rt__spin_more(&sp)) {
         c = 0;
         if (atomic_load_explicit(&l->v, memory_order_relaxed) == 0 &&
             atomic_compare_exchange_weak_explicit(

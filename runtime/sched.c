@@ -580,6 +580,10 @@ static rt_g *take_spawn_waiter(rt_p *p)
     return g;
 }
 
+/* An M with nothing to run spins (steals) this long before it sleeps. */
+#define SPIN_NS (80 * RT_USEC)
+#define SPIN_STEP 64
+
 /*
  * Find a G to run: local queue, global queue, timers, stealing; sleep
  * when there is nothing. NULL when the scheduler is stopping.
@@ -641,8 +645,14 @@ static rt_g *find_runnable(rt_m *m)
             atomic_fetch_add(&rt__s.nspinning, 1);
         }
         if (m->spinning) {
-            for (int round = 0; round < 64; round++) {
-                g = steal_work(m, round >= 48);
+            /* For SPIN_NS in all (by time, see rt__spin), stealing every
+             * SPIN_STEP PAUSEs; another P's runnext only in the last
+             * quarter, as Go waits before it takes one: it is the G its
+             * P is about to run. */
+            rt__spin sp = RT__SPIN(SPIN_NS);
+            bool take_next = false;
+            for (;;) {
+                g = steal_work(m, take_next);
                 if (g == NULL && atomic_load(&rt__s.gq_size) > 0)
                     g = globrunqget(p, 0);
                 if (g != NULL)
@@ -651,7 +661,12 @@ static rt_g *find_runnable(rt_m *m)
                     return NULL;
                 if (!runq_empty(p))
                     break;
-                rt__cpu_relax(64);
+                bool left = true;
+                for (int i = 0; i < SPIN_STEP && left; i++)
+                    left = rt__spin_more(&sp);
+                if (!left)
+                    break;
+                take_next = sp.end != 0 && rt_now() >= sp.end - SPIN_NS / 4;
             }
             m->spinning = false;
             atomic_fetch_sub(&rt__s.nspinning, 1);

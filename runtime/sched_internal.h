@@ -96,22 +96,39 @@ struct rt_m {
 #endif
 } __attribute__((aligned(64)));
 
+/*
+ * The scheduler's globals, in groups that each start a cache line: what
+ * every schedule reads but hardly anyone writes must not share a line
+ * with what busy Ms write all the time (the global queue, the idle
+ * counts, the netpoller's clock), or each write would evict it from every
+ * other CPU's cache.
+ */
 typedef struct rt__sched {
-    rt__lock lock; /* protects gq_*, idle list */
-    rt_g *gq_head, *gq_tail;
-    _Atomic int32_t gq_size;
-    rt_m *idle;
-    _Atomic int32_t nidle;
-    _Atomic int32_t nspinning;
-    _Atomic bool stopping;
-
+    /* Read-mostly: set by rt_run, read on every schedule. */
     int nprocs;
     rt_p *ps;
     rt_m *ms;
     rt_g *main_g;
+    int epfd, evfd;
+    _Atomic bool stopping;
+    /* sysmon readied Gs onto the global queue while every M was busy:
+     * Ms look there first at their next schedule (set by sysmon, cleared
+     * by an M that finds the queue empty). */
+    _Atomic bool gq_urgent;
+    _Atomic bool sysmon_idle; /* sysmon parked until an M wakes up */
+
+    /* The global run queue and the idle list. */
+    _Alignas(64) rt__lock lock; /* protects gq_*, idle list */
+    rt_g *gq_head, *gq_tail;
+    _Atomic int32_t gq_size;
+    rt_m *idle;
+
+    /* Read by every rt__wakep, written when Ms go idle or spin. */
+    _Alignas(64) _Atomic int32_t nidle;
+    _Atomic int32_t nspinning;
 
     /* Every G ever made (dumps) and the global free list: under glock. */
-    rt__lock glock;
+    _Alignas(64) rt__lock glock;
     rt_g *allgs;
     rt_g *gfree;
     _Atomic int ngfree; /* written under glock, peeked without */
@@ -121,21 +138,15 @@ typedef struct rt__sched {
     _Atomic uint64_t nspawned_x, nexited_x;
 
     /* Netpoller (netpoll.c): at most one M blocks in epoll at a time. */
-    int epfd, evfd;
-    _Atomic bool polling;      /* an M or sysmon is inside rt__netpoll */
-    _Atomic int npolled;       /* fds registered */
-    _Atomic int64_t last_poll; /* when epoll was last consulted */
+    _Alignas(64) _Atomic bool polling; /* an M or sysmon is in rt__netpoll */
+    _Atomic int npolled;               /* fds registered */
+    _Atomic int64_t last_poll;         /* when epoll was last consulted */
 
     /* sysmon (sysmon.c). */
-    pthread_t sysmon;
+    _Alignas(64) pthread_t sysmon;
     bool sysmon_started;
     _Atomic uint32_t sysmon_wake; /* futex word: 1 = look now */
-    _Atomic bool sysmon_idle;     /* parked until an M wakes up */
-    /* sysmon readied Gs onto the global queue while every M was busy:
-     * Ms look there first at their next schedule (set by sysmon, cleared
-     * by whoever empties the queue). */
-    _Atomic bool gq_urgent;
-    rt__lock statlock; /* protects stats.last_long_* */
+    rt__lock statlock;            /* protects stats */
     rt_sched_stats stats;
 } rt__sched;
 
@@ -148,7 +159,6 @@ rt_m *rt__getm(void) RT__NOINLINE;
 /* lock.c */
 int rt__futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t timeout_ns);
 void rt__futex_wake(_Atomic uint32_t *addr, int n);
-void rt__cpu_relax(int n);
 
 /* sched.c */
 void rt__wakep(void);

@@ -165,17 +165,6 @@ static void park_on(rt__lock *lk, struct waiter *w, const char *reason)
         rt__panic("sync: %s: goroutine resumed without a wakeup", reason);
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __asm__ volatile("pause" ::: "memory");
-#elif defined(__aarch64__)
-    __asm__ volatile("yield" ::: "memory");
-#else
-    atomic_signal_fence(memory_order_seq_cst);
-#endif
-}
-
 /* ------------------------------------------------------------------ Mutex */
 
 enum {
@@ -188,24 +177,25 @@ enum {
 
 /* Go's starvationThresholdNs. */
 #define MUTEX_STARVE_NS (1 * RT_MSEC)
-/* Spin rounds before queueing, and PAUSEs per round. Go uses 4 x 30, but
- * a PAUSE costs ~140 cycles on recent Intel and ~65 on the AMD EPYC we
- * measure on; 16 rounds (~10 us at most) let a contended mutex change
- * hands between two Ps without parking (mutex_contended_2g: 9.9 -> 5.5
- * ns). Spinning stops early when this P has other work (rt__can_spin). */
-#define MUTEX_SPINS 16
-#define MUTEX_SPIN_PAUSES 30
+/* How long Lock spins before queueing, in all: ~10 us lets a contended
+ * mutex change hands between two Ps without parking
+ * (mutex_contended_2g: 9.9 -> 5.5 ns), on any CPU: the budget is time,
+ * not a count of PAUSEs (see rt__spin). The state is looked at again
+ * every MUTEX_SPIN_STEP PAUSEs. Spinning stops early when this P has
+ * other work (rt__can_spin). */
+#define MUTEX_SPIN_NS (10 * RT_USEC)
+#define MUTEX_SPIN_STEP 16
 
 static inline uint32_t nwaiters(uint32_t s)
 {
     return s >> MUTEX_WAITER_SHIFT;
 }
 
-static bool mutex_can_spin(int iter)
+static bool mutex_can_spin(bool budget_left)
 {
     /* Spinning only helps when the holder runs on another P, and must not
      * keep runnable goroutines of this P waiting (Go's canSpin). */
-    return iter < MUTEX_SPINS && rt__can_spin();
+    return budget_left && rt__can_spin();
 }
 
 /*
@@ -216,8 +206,8 @@ static bool mutex_can_spin(int iter)
 static RT__NOINLINE void mutex_lock_slow(rt_mutex *m)
 {
     struct waiter w;
-    bool starving = false, awoke = false;
-    int iter = 0;
+    bool starving = false, awoke = false, spin_left = true;
+    rt__spin sp = RT__SPIN(MUTEX_SPIN_NS);
     uint32_t old = atomic_load_explicit(&m->state, memory_order_relaxed);
 
     waiter_init(&w);
@@ -225,15 +215,14 @@ static RT__NOINLINE void mutex_lock_slow(rt_mutex *m)
         /* Locked in normal mode: spin, and tell Unlock not to wake anyone
          * since we are awake and will take the lock. */
         if ((old & (MUTEX_LOCKED | MUTEX_STARVING)) == MUTEX_LOCKED &&
-            mutex_can_spin(iter)) {
+            mutex_can_spin(spin_left)) {
             if (!awoke && !(old & MUTEX_WOKEN) && nwaiters(old) != 0 &&
                 atomic_compare_exchange_weak_explicit(
                     &m->state, &old, old | MUTEX_WOKEN, memory_order_relaxed,
                     memory_order_relaxed))
                 awoke = true;
-            for (int i = 0; i < MUTEX_SPIN_PAUSES; i++)
-                cpu_relax();
-            iter++;
+            for (int i = 0; i < MUTEX_SPIN_STEP && spin_left; i++)
+                spin_left = rt__spin_more(&sp);
             old = atomic_load_explicit(&m->state, memory_order_relaxed);
             continue;
         }
@@ -281,7 +270,8 @@ static RT__NOINLINE void mutex_lock_slow(rt_mutex *m)
             return;
         starving = starving || rt_now() - w.start > MUTEX_STARVE_NS;
         awoke = true; /* the waker set WOKEN for us */
-        iter = 0;
+        sp = RT__SPIN(MUTEX_SPIN_NS);
+        spin_left = true;
         old = atomic_load_explicit(&m->state, memory_order_relaxed);
     }
 }
