@@ -363,6 +363,8 @@ fail_alloc:
 
 int gw_driver_stop(gw_driver *d)
 {
+    if (d == NULL)
+        return -EINVAL;
     if (on_driver(d))
         return -EDEADLK;
     atomic_fetch_or(&d->head, QUEUE_CLOSED);

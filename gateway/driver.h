@@ -120,7 +120,8 @@ int gw_driver_set_deadline(gw_driver *d, int64_t deadline);
  * Close the queue (later pushes return false), wake the driver and wait
  * until it has handed every queued node to ops->queued with closing set,
  * called ops->stopped and ended. Any goroutine but the driver (-EDEADLK:
- * it cannot wait for itself); calling it again is harmless. Returns 0.
+ * it cannot wait for itself); calling it again is harmless. Returns 0, or
+ * -EINVAL for d NULL.
  */
 int gw_driver_stop(gw_driver *d);
 
