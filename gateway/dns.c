@@ -2,29 +2,27 @@
  * dns.c - name resolution with c-ares on the runtime's netpoller.
  *
  * Design. A gw_resolver owns one ares_channel. c-ares handles are
- * single-threaded, so exactly one goroutine, the driver, ever touches the
- * channel after gw_resolver_new() made it: it starts queries, feeds
- * socket readiness and timeouts to c-ares and runs every c-ares callback
- * (on its own 256 KiB stack: c-ares recurses through its callbacks).
+ * single-threaded, so exactly one goroutine, the driver (driver.c, on its
+ * own 256 KiB stack: c-ares recurses through its callbacks), ever touches
+ * the channel after gw_resolver_new() made it: it starts queries, feeds
+ * socket readiness and timeouts to c-ares and runs every c-ares callback.
  *
- * Sockets. c-ares opens and closes its sockets itself and reports them
- * through ARES_OPT_SOCK_STATE_CB; the callback (driver goroutine) adds,
- * modifies and removes them in a private, level-triggered epoll set
- * (r->epfd). That epoll fd is the one fd the driver registers with the
- * netpoller: it is readable when any c-ares socket is. The runtime's
- * poller is edge-triggered, so the driver drains the private set with
- * epoll_wait(..., 0) until it reports nothing, and only then parks in
- * rt_fd_wait(epfd, RT_READ, now + ares_timeout()); on -ETIMEDOUT it calls
- * ares_process_fd(BAD, BAD) so c-ares retries or fails timed-out queries.
+ * Sockets and timeouts. c-ares opens and closes its sockets itself and
+ * reports them through ARES_OPT_SOCK_STATE_CB; the callback (driver
+ * goroutine) mirrors them into the driver's epoll set with
+ * gw_driver_watch(), and the driver hands each ready one to
+ * ares_process_fd (drv_ready). After every round the driver's deadline is
+ * set to now + ares_timeout() (drv_round); when it passes, drv_timeout
+ * calls ares_process_fd(BAD, BAD) so c-ares retries or fails timed-out
+ * queries. How the driver waits, wakes and stops: driver.c.
  *
- * Requests. A caller that misses the cache sends a dns_req on r->reqs (a
- * buffered rt_chan) and then waits, with rt_select, on the request's own
- * reply channel (capacity 1) and on rt_ctx_done(ctx). To wake the driver
- * out of rt_fd_wait the caller also writes to an eventfd that sits in the
- * private epoll set (at most one write per driver pass: r->wake_pending).
- * A dns_req is reference counted (caller + driver), so a caller whose
- * context ends simply drops its reference and leaves; the driver's reply
- * then lands in the buffer and whoever drops the last reference frees it.
+ * Requests. A caller that misses the cache pushes a dns_req on the
+ * driver's queue (gw_driver_push: no syscall while the driver is busy)
+ * and then waits, with rt_select, on the request's own reply channel
+ * (capacity 1) and on rt_ctx_done(ctx). A dns_req is reference counted
+ * (caller + driver), so a caller whose context ends simply drops its
+ * reference and leaves; the driver's reply then lands in the buffer and
+ * whoever drops the last reference frees it.
  *
  * Single-flight. The driver keeps the in-flight lookups (r->inflight, a
  * list: there are few names in flight at once), each with the list of
@@ -47,12 +45,12 @@
  * the driver (the only writer) take r->cache_mu. Failures are not cached.
  * At most GW_DNS_CACHE_MAX names; expired ones are swept when it is full.
  *
- * Ownership and lifetime. The owner (gw_resolver_new's caller) closes
- * r->reqs in gw_resolver_free(), wakes the driver and waits for it
- * (r->driver_wg). The driver sees the closed channel, ares_destroy()s the
- * channel (in-flight lookups end with ARES_EDESTRUCTION -> GW_DNS_ECLOSED),
- * unregisters the epoll fd and says done; the owner then closes the fds
- * and frees the cache and r.
+ * Ownership and lifetime. The owner (gw_resolver_new's caller) stops the
+ * driver in gw_resolver_free() (gw_driver_free: the queue is closed, then
+ * waited for). The driver answers requests still queued with
+ * GW_DNS_ECLOSED, then ares_destroy()s the channel (in-flight lookups end
+ * with ARES_EDESTRUCTION -> GW_DNS_ECLOSED) and ends (drv_stopped); the
+ * owner then frees the cache and r.
  *
  * What runs where: fields under "driver only" are touched by the driver
  * goroutine alone (and by gw_resolver_new before it starts / free after it
@@ -70,16 +68,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
+
+#include "driver.h"
 
 #define NAME_MAX_LEN 254 /* 253 + a trailing dot */
 #define LABEL_MAX_LEN 63
-#define REQ_QUEUE 256
 #define CACHE_BUCKETS 256 /* power of two */
 #define DRIVER_STACK (256 * 1024)
-#define EPOLL_BATCH 16
 
 /* What the driver sends on a request's reply channel. */
 typedef struct dns_reply {
@@ -90,6 +85,7 @@ typedef struct dns_reply {
 
 /* One caller's request. refs: the caller's and the driver's. */
 typedef struct dns_req {
+    gw_driver_node node; /* on the driver's queue */
     _Atomic int refs;
     rt_chan *reply;       /* dns_reply, capacity 1, one send */
     struct dns_req *next; /* driver only: waiters of one lookup */
@@ -116,12 +112,7 @@ typedef struct cache_entry {
 struct gw_resolver {
     /* Immutable after gw_resolver_new(). */
     int64_t min_ttl, max_ttl; /* ns */
-    int epfd;                 /* private epoll set, registered with rt */
-    int wakefd;               /* eventfd in epfd: "requests queued" */
-    rt_chan *reqs;            /* dns_req *; the owner closes it */
-    rt_waitgroup driver_wg;   /* the driver goroutine */
-
-    _Atomic bool wake_pending; /* wakefd written since the last pass */
+    gw_driver *drv;           /* the driver goroutine; the owner stops it */
 
     /* The cache, under cache_mu. */
     rt_mutex cache_mu;
@@ -538,36 +529,18 @@ static void req_reply(dns_req *q, int err, const char *why, gw_dns_addrs *a)
     req_unref(q);
 }
 
-/* Make the driver look at r->reqs: at most one eventfd write per pass. */
-static void wake_driver(gw_resolver *r)
-{
-    if (!atomic_exchange(&r->wake_pending, true)) {
-        uint64_t one = 1;
-        ssize_t n = write(r->wakefd, &one, sizeof one);
-        (void)n; /* EAGAIN only if the counter would overflow */
-    }
-}
-
 /* ------------------------------------------------------ driver: c-ares */
 
-/* ARES_OPT_SOCK_STATE_CB: mirror c-ares' interest in fd into epfd. */
+/* ARES_OPT_SOCK_STATE_CB (driver goroutine): mirror c-ares' interest in
+ * fd into the driver's epoll set. A failure leaves the socket unwatched:
+ * its query then ends with a DNS timeout, driven by ares_timeout(). */
 static void sock_state_cb(void *data, ares_socket_t fd, int readable,
                           int writable)
 {
     gw_resolver *r = data;
-
-    if (!readable && !writable) {
-        epoll_ctl(r->epfd, EPOLL_CTL_DEL, fd, NULL);
-        return;
-    }
-    struct epoll_event ev = {
-        .events = (readable ? EPOLLIN : 0u) | (writable ? EPOLLOUT : 0u),
-        .data.fd = fd,
-    };
-    if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
-        epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, &ev);
-    /* Any other failure leaves the socket unwatched: its query then ends
-     * with a DNS timeout, driven by ares_timeout(). */
+    unsigned interest =
+        (readable ? GW_DRIVER_READ : 0u) | (writable ? GW_DRIVER_WRITE : 0u);
+    gw_driver_watch(r->drv, fd, interest);
 }
 
 /* ares_getaddrinfo's callback, on the driver's stack inside c-ares: build
@@ -651,57 +624,6 @@ static void start_lookup(gw_resolver *r, dns_req *q)
     finish_lookups(r);
 }
 
-/*
- * Take the queued requests. Returns -1 when r->reqs is closed and drained,
- * 1 when it stopped with requests possibly left (one queue's worth per
- * pass, so the sockets get their turn), else 0.
- */
-static int take_requests(gw_resolver *r)
-{
-    for (size_t i = 0; i < REQ_QUEUE; i++) {
-        dns_req *q;
-        bool ok;
-        if (!rt_chan_tryrecv(r->reqs, &q, &ok))
-            return 0;
-        if (!ok)
-            return -1;
-        start_lookup(r, q);
-    }
-    return 1;
-}
-
-/* Hand the ready c-ares sockets to ares_process_fd, without waiting.
- * Returns the number of events seen (0: the private set is drained). */
-static int process_sockets(gw_resolver *r)
-{
-    struct epoll_event evs[EPOLL_BATCH];
-    int n = epoll_wait(r->epfd, evs, EPOLL_BATCH, 0);
-
-    if (n < 0 && errno == EINTR)
-        return 1; /* look again rather than park with events pending */
-    if (n <= 0)
-        return 0;
-    for (int i = 0; i < n; i++) {
-        int fd = evs[i].data.fd;
-        uint32_t e = evs[i].events;
-        if (fd == r->wakefd) {
-            uint64_t v;
-            ssize_t got = read(r->wakefd, &v, sizeof v);
-            (void)got;
-            continue;
-        }
-        /* A stale event for a socket c-ares closed meanwhile is harmless:
-         * c-ares ignores fds it does not own and retries on EAGAIN. */
-        ares_socket_t rfd =
-            e & (EPOLLIN | EPOLLERR | EPOLLHUP) ? fd : ARES_SOCKET_BAD;
-        ares_socket_t wfd =
-            e & (EPOLLOUT | EPOLLERR | EPOLLHUP) ? fd : ARES_SOCKET_BAD;
-        ares_process_fd(r->ch, rfd, wfd);
-    }
-    finish_lookups(r);
-    return n;
-}
-
 /* When c-ares next needs ares_process_fd for a timeout, or RT_FOREVER. */
 static int64_t next_deadline(gw_resolver *r)
 {
@@ -714,44 +636,66 @@ static int64_t next_deadline(gw_resolver *r)
            (int64_t)t->tv_usec * RT_USEC;
 }
 
-/* The driver goroutine: the only user of r->ch. Ends when r->reqs is
- * closed (gw_resolver_free). */
-static void driver(void *arg)
+/* ------------------------------------- driver callbacks (driver.h ops) */
+
+/* A request from gw_dns_resolve; once the resolver is closing, answer it
+ * without a lookup. */
+static void drv_queued(void *arg, gw_driver_node *node, bool closing)
 {
     gw_resolver *r = arg;
+    dns_req *q = (dns_req *)((char *)node - offsetof(dns_req, node));
 
-    for (;;) {
-        /* Clear before looking at reqs: a caller that queues after this
-         * writes the eventfd again, so its request is not missed. */
-        atomic_store(&r->wake_pending, false);
-        int more = take_requests(r);
-        if (more < 0)
-            break;
-        int seen = process_sockets(r);
-        if (seen > 0 || more > 0) {
-            rt_yield(); /* cooperative: let the callers run */
-            continue;
-        }
-        int64_t deadline = next_deadline(r);
-        int rc = rt_fd_wait(r->epfd, RT_READ, deadline, NULL);
-        if (rc == -ETIMEDOUT) {
-            ares_process_fd(r->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-            finish_lookups(r);
-        } else if (rc != 0) {
-            /* Cannot happen (epfd stays registered until we leave); poll
-             * slowly rather than spin. */
-            int64_t soon = rt_now() + 10 * RT_MSEC;
-            rt_sleep_until(deadline < soon ? deadline : soon);
-            ares_process_fd(r->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-            finish_lookups(r);
-        }
-    }
-    ares_destroy(r->ch); /* in-flight lookups end with ARES_EDESTRUCTION */
+    if (closing)
+        req_reply(q, GW_DNS_ECLOSED, "resolver closed", NULL);
+    else
+        start_lookup(r, q);
+}
+
+/* A c-ares socket is ready. A stale event for a socket c-ares closed
+ * meanwhile is harmless: c-ares ignores fds it does not own and retries on
+ * EAGAIN. */
+static void drv_ready(void *arg, int fd, unsigned events)
+{
+    gw_resolver *r = arg;
+    unsigned any = GW_DRIVER_ERR | GW_DRIVER_HUP;
+    ares_socket_t rfd = events & (GW_DRIVER_READ | any) ? fd : ARES_SOCKET_BAD;
+    ares_socket_t wfd = events & (GW_DRIVER_WRITE | any) ? fd : ARES_SOCKET_BAD;
+
+    ares_process_fd(r->ch, rfd, wfd);
+}
+
+/* ares_timeout() has passed: c-ares retries or fails timed-out queries. */
+static void drv_timeout(void *arg)
+{
+    gw_resolver *r = arg;
+    ares_process_fd(r->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+}
+
+/* After each round: complete what c-ares finished (outside c-ares, so the
+ * cache lock may park), and wait no longer than c-ares' next timeout. */
+static void drv_round(void *arg)
+{
+    gw_resolver *r = arg;
+    finish_lookups(r);
+    gw_driver_set_deadline(r->drv, next_deadline(r));
+}
+
+/* The driver's last call: in-flight lookups end with ARES_EDESTRUCTION. */
+static void drv_stopped(void *arg)
+{
+    gw_resolver *r = arg;
+    ares_destroy(r->ch);
     r->ch = NULL;
     finish_lookups(r);
-    rt_fd_unregister(r->epfd);
-    rt_waitgroup_done(&r->driver_wg);
 }
+
+static const gw_driver_ops driver_ops = {
+    .queued = drv_queued,
+    .ready = drv_ready,
+    .timeout = drv_timeout,
+    .round = drv_round,
+    .stopped = drv_stopped,
+};
 
 /* ---------------------------------------------------------- public API */
 
@@ -830,21 +774,6 @@ int gw_resolver_new(const gw_dns_config *cfg, gw_resolver **out)
     }
     r->min_ttl = min_ms * RT_MSEC;
     r->max_ttl = max_ms * RT_MSEC;
-    r->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (r->epfd < 0) {
-        err = -errno;
-        goto fail_alloc;
-    }
-    r->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (r->wakefd < 0) {
-        err = -errno;
-        goto fail_epoll;
-    }
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = r->wakefd};
-    if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->wakefd, &ev) != 0) {
-        err = -errno;
-        goto fail_eventfd;
-    }
 
     struct ares_options opts;
     memset(&opts, 0, sizeof opts);
@@ -863,7 +792,7 @@ int gw_resolver_new(const gw_dns_config *cfg, gw_resolver **out)
     int st = ares_init_options(&r->ch, &opts, mask);
     if (st != ARES_SUCCESS) {
         err = st == ARES_ENOMEM ? -ENOMEM : -EIO;
-        goto fail_eventfd;
+        goto fail_alloc;
     }
     if (csv != NULL) {
         st = ares_set_servers_ports_csv(r->ch, csv);
@@ -872,30 +801,17 @@ int gw_resolver_new(const gw_dns_config *cfg, gw_resolver **out)
             goto fail_ares;
         }
     }
-    r->reqs = rt_chan_make(sizeof(dns_req *), REQ_QUEUE);
-    if (r->reqs == NULL) {
-        err = -ENOMEM;
-        goto fail_ares;
-    }
-    err = rt_fd_register(r->epfd);
+    /* From here on the driver owns r->ch. */
+    err = gw_driver_start(&driver_ops, r, DRIVER_STACK, &r->drv);
     if (err != 0)
-        goto fail_chan;
+        goto fail_ares;
 
     free(csv);
-    rt_waitgroup_add(&r->driver_wg, 1);
-    rt_go_opts o = {.stack_size = DRIVER_STACK};
-    rt_go_opts(driver, r, &o);
     *out = r;
     return 0;
 
-fail_chan:
-    rt_chan_free(r->reqs);
 fail_ares:
     ares_destroy(r->ch);
-fail_eventfd:
-    close(r->wakefd);
-fail_epoll:
-    close(r->epfd);
 fail_alloc:
     free(r);
 fail_csv:
@@ -907,12 +823,7 @@ void gw_resolver_free(gw_resolver *r)
 {
     if (r == NULL)
         return;
-    rt_chan_close(r->reqs);
-    wake_driver(r);
-    rt_waitgroup_wait(&r->driver_wg);
-    close(r->wakefd);
-    close(r->epfd);
-    rt_chan_free(r->reqs);
+    gw_driver_free(r->drv); /* stops the driver and waits for it */
     cache_free(r);
     free(r);
 }
@@ -952,14 +863,12 @@ int gw_dns_resolve(gw_resolver *r, rt_ctx *ctx, const char *host,
         *why = "out of memory";
         return GW_DNS_ENOMEM;
     }
-    rt_case send[2] = {RT_SEND_CASE(r->reqs, &q), RT_RECV_CASE(done, NULL)};
-    if (rt_select(send, 2) != 0) {
+    if (!gw_driver_push(r->drv, &q->node)) {
         req_unref(q); /* the driver never saw it: drop both references */
         req_unref(q);
-        rc = rt_ctx_err(ctx);
-        goto ctx_ended;
+        *why = "resolver closed";
+        return GW_DNS_ECLOSED;
     }
-    wake_driver(r);
 
     dns_reply rep;
     rt_case recv[2] = {RT_RECV_CASE(q->reply, &rep), RT_RECV_CASE(done, NULL)};

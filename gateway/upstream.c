@@ -2,16 +2,16 @@
  * upstream.c — backend HTTP calls over libcurl's multi_socket API, driven
  * by the runtime's netpoller (design and measurements: gateway/README.md).
  *
- * Shape. A gw_upstream owns one or more drivers. A driver is one goroutine
- * that owns one CURLM, a private epoll instance (level-triggered) holding
- * the sockets libcurl asks for (CURLMOPT_SOCKETFUNCTION) plus an eventfd,
- * and libcurl's timer (CURLMOPT_TIMERFUNCTION). The driver waits for the
- * private epoll fd itself through the netpoller (rt_fd_wait, deadline =
- * libcurl's timer), then asks epoll_wait(.., 0) which sockets are ready and
- * hands each to curl_multi_socket_action; completed transfers come out of
- * curl_multi_info_read. Only the driver goroutine ever touches the CURLM
- * (and an easy handle while it is added to it): a goroutine runs on one
- * thread at a time, which is libcurl's rule for a multi handle.
+ * Shape. A gw_upstream owns one or more shards. A shard is one CURLM and
+ * the gw_driver (driver.c) whose goroutine owns it: the sockets libcurl
+ * asks for (CURLMOPT_SOCKETFUNCTION, on_socket) go into the driver's epoll
+ * set with gw_driver_watch, libcurl's timer (CURLMOPT_TIMERFUNCTION,
+ * on_timer) becomes the driver's deadline, each ready socket and the
+ * expired timer go to curl_multi_socket_action (drv_ready, drv_timeout),
+ * and after every round completed transfers come out of
+ * curl_multi_info_read (drv_round). Only the driver goroutine ever touches
+ * the CURLM (and an easy handle while it is added to it): a goroutine runs
+ * on one thread at a time, which is libcurl's rule for a multi handle.
  *
  * A call (struct call) carries an easy handle, its reply channel and the
  * growing body and header buffers. Calls are pooled per client: the easy
@@ -19,15 +19,15 @@
  *
  * Ownership of a call moves between two goroutines:
  *   caller: takes a call from the pool, configures the easy handle, pushes
- *           call->submit on the driver's queue; from then on the driver owns
- *           the easy handle and the buffers, until it sends MSG_FINAL on
- *           call->reply. The caller then reads the result, and puts the
- *           call back into the pool.
- *   driver: takes the queue, curl_multi_add_handle; on completion or
- *           cancellation curl_multi_remove_handle, then MSG_FINAL. After
- *           MSG_FINAL the driver touches the call again only to answer a
- *           cancel node that was queued for it (MSG_ACK), and the caller
- *           waits for that ACK, so no memory is shared once
+ *           call->submit on the driver's queue (gw_driver_push); from then
+ *           on the driver owns the easy handle and the buffers, until it
+ *           sends MSG_FINAL on call->reply. The caller then reads the
+ *           result, and puts the call back into the pool.
+ *   driver: takes the node (drv_queued), curl_multi_add_handle; on
+ *           completion or cancellation curl_multi_remove_handle, then
+ *           MSG_FINAL. After MSG_FINAL the driver touches the call again
+ *           only to answer a cancel node that was queued for it (MSG_ACK),
+ *           and the caller waits for that ACK, so no memory is shared once
  *           gw_upstream_do returns.
  * Cancellation: the caller selects on call->reply and rt_ctx_done(ctx).
  * When ctx wins it pushes call->cancel and waits for MSG_ACK. The driver
@@ -36,22 +36,23 @@
  * MSG_FINAL|MSG_ACK; for a call already finished it answers MSG_ACK only.
  * The reply channel holds 2 messages, so the driver never blocks on it.
  *
- * The queue is a lock-free multi-producer stack (a Treiber stack: pushes
- * CAS the head, the driver takes all with one exchange and reverses it, so
- * a call's submit is always handled before its cancel). When the client
- * is freed the driver swaps in QUEUE_CLOSED: later pushes fail, and the
- * caller knows the driver has already answered (or will answer) MSG_FINAL.
- * Wake-ups: a driver about to park sets idle and re-checks the queue; a
- * pusher that finds idle set clears it and writes the eventfd (a Dekker
- * pair on seq_cst atomics), so a busy driver costs no syscall per call.
+ * The driver's queue hands nodes over in push order, so a call's submit
+ * is always handled before its cancel; a push costs no syscall while the
+ * driver is busy. gw_upstream_free stops the drivers, which closes their
+ * queues: a later push fails, and the caller knows the driver has already
+ * answered (or will answer) MSG_FINAL: nodes queued before the close are
+ * answered with closing set (a submit with -ECANCELED), transfers still in
+ * the multi are finished with -ECANCELED by drv_stopped.
  *
- * Lifetime: gw_upstream_free closes every driver (in-flight calls get
- * -ECANCELED), waits for them (up->drivers) and for every gw_upstream_do
- * still returning (up->calls), then frees the pool and the client.
+ * Lifetime: gw_upstream_free stops every driver (gw_driver_stop: in-flight
+ * calls get -ECANCELED, the multi is cleaned up on the driver, the driver
+ * has ended), waits for every gw_upstream_do still returning (up->calls;
+ * one may still be pushing a cancel), then frees the drivers, the pool
+ * and the client.
  *
- * Fields are owned as follows: shard.multi, epfd use, timer_deadline,
- * active list, call.state: driver only. call.submit/cancel nodes: the
- * queue. up->pool: pool_mu. Counters: atomics.
+ * Fields are owned as follows: shard.multi, active list, call.state:
+ * driver only. call.submit/cancel nodes: the driver's queue. up->pool:
+ * pool_mu. Counters: atomics.
  */
 #include "upstream.h"
 
@@ -65,14 +66,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include <curl/curl.h>
 
+#include "driver.h"
+
 #define DRIVER_STACK (512 * 1024) /* libcurl + OpenSSL run deep */
-#define MAX_EVENTS 64
 #define POOL_MAX 256 /* idle calls kept per client (easy handle + buffers) */
 #define BODY_MIN_CAP 1024
 #define HEADER_MIN_CAP 512
@@ -82,14 +81,11 @@ enum { MSG_FINAL = 1, MSG_ACK = 2 };
 enum { NODE_SUBMIT, NODE_CANCEL };
 enum { CALL_QUEUED, CALL_ACTIVE, CALL_DONE };
 
+/* A call's node on the driver's queue: its submit or its cancel. */
 typedef struct qnode {
-    struct qnode *next;
+    gw_driver_node link;
     int kind;
 } qnode;
-
-/* Marks a closed queue; never dereferenced. */
-static qnode queue_closed_mark;
-#define QUEUE_CLOSED (&queue_closed_mark)
 
 typedef struct shard shard;
 
@@ -113,13 +109,9 @@ struct call {
 
 struct shard {
     gw_upstream *up;
-    CURLM *multi;
-    int epfd, evfd;
-    _Atomic(qnode *) head;
-    _Atomic int idle;
-    _Atomic bool closing;
-    int64_t timer_deadline; /* driver only; RT_FOREVER = none */
-    struct call *active;    /* driver only: transfers in the multi */
+    gw_driver *drv;      /* owns multi once started; gw_upstream_free stops */
+    CURLM *multi;        /* driver only */
+    struct call *active; /* driver only: transfers in the multi */
 };
 
 struct gw_upstream {
@@ -128,8 +120,7 @@ struct gw_upstream {
     shard *shards;
     size_t nshards;
     _Atomic size_t rr;
-    rt_waitgroup drivers; /* one per running driver */
-    rt_waitgroup calls;   /* one per gw_upstream_do in progress */
+    rt_waitgroup calls; /* one per gw_upstream_do in progress */
     rt_mutex pool_mu;
     struct call *pool; /* under pool_mu */
     size_t pool_len;   /* under pool_mu */
@@ -144,42 +135,6 @@ static CURLcode curl_init_rc;
 static void curl_init(void)
 {
     curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-/* ------------------------------------------------------------- queue */
-
-/* Push n; false when the queue is closed (the driver has exited or is
- * exiting and answers every call it took). Wakes a parked driver. */
-static bool queue_push(shard *sh, qnode *n)
-{
-    qnode *old = atomic_load(&sh->head);
-    do {
-        if (old == QUEUE_CLOSED)
-            return false;
-        n->next = old;
-    } while (!atomic_compare_exchange_weak(&sh->head, &old, n));
-    if (atomic_load(&sh->idle) && atomic_exchange(&sh->idle, 0)) {
-        uint64_t one = 1;
-        ssize_t r = write(sh->evfd, &one, sizeof one);
-        (void)r; /* EAGAIN: the counter is saturated, a wake-up is due */
-    }
-    return true;
-}
-
-/* Take everything pushed so far, oldest first (or close the queue). */
-static qnode *queue_take(shard *sh, bool close)
-{
-    qnode *n = atomic_exchange(&sh->head, close ? QUEUE_CLOSED : NULL);
-    if (n == QUEUE_CLOSED)
-        return NULL;
-    qnode *fifo = NULL;
-    while (n != NULL) {
-        qnode *next = n->next;
-        n->next = fifo;
-        fifo = n;
-        n = next;
-    }
-    return fifo;
 }
 
 /* ------------------------------------------------ callbacks (driver) */
@@ -273,37 +228,32 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
     return len;
 }
 
+/* CURLMOPT_SOCKETFUNCTION (driver goroutine): mirror libcurl's interest
+ * in s into the driver's epoll set. */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *arg,
                      void *sockp)
 {
     (void)easy;
+    (void)sockp;
     shard *sh = arg;
-    if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(sh->epfd, EPOLL_CTL_DEL, s, NULL);
-        return 0;
-    }
-    struct epoll_event ev = {
-        .events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) |
-                  ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u),
-        .data.fd = s,
-    };
-    int op = sockp != NULL ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-    if (epoll_ctl(sh->epfd, op, s, &ev) != 0) {
-        op = errno == ENOENT ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-        if (epoll_ctl(sh->epfd, op, s, &ev) != 0)
-            return -1; /* libcurl fails the transfer */
-    }
-    if (sockp == NULL)
-        curl_multi_assign(sh->multi, s, sh); /* any non-NULL: "added" */
+    unsigned interest = 0;
+    if (what != CURL_POLL_REMOVE)
+        interest = ((what & CURL_POLL_IN) ? GW_DRIVER_READ : 0u) |
+                   ((what & CURL_POLL_OUT) ? GW_DRIVER_WRITE : 0u);
+    int err = gw_driver_watch(sh->drv, s, interest);
+    if (err != 0 && interest != 0)
+        return -1; /* libcurl fails the transfer */
     return 0;
 }
 
+/* CURLMOPT_TIMERFUNCTION (driver goroutine): libcurl's timer is the
+ * driver's deadline. */
 static int on_timer(CURLM *multi, long timeout_ms, void *arg)
 {
     (void)multi;
     shard *sh = arg;
-    sh->timer_deadline =
-        timeout_ms < 0 ? RT_FOREVER : rt_now() + timeout_ms * RT_MSEC;
+    gw_driver_set_deadline(
+        sh->drv, timeout_ms < 0 ? RT_FOREVER : rt_now() + timeout_ms * RT_MSEC);
     return 0;
 }
 
@@ -347,8 +297,11 @@ static void finish(shard *sh, struct call *c, CURLcode code, int result,
     reply(c, msg | MSG_FINAL);
 }
 
-static void handle_node(shard *sh, qnode *n, bool closing)
+/* A call's submit or cancel; closing: the client is being freed. */
+static void drv_queued(void *arg, gw_driver_node *link, bool closing)
 {
+    shard *sh = arg;
+    qnode *n = (qnode *)((char *)link - offsetof(qnode, link));
     if (n->kind == NODE_SUBMIT) {
         struct call *c =
             (struct call *)((char *)n - offsetof(struct call, submit));
@@ -378,22 +331,30 @@ static void handle_node(shard *sh, qnode *n, bool closing)
     }
 }
 
-/* Handle everything queued; true when something was. */
-static bool drain_queue(shard *sh, bool closing)
+/* A socket is ready: hand it to libcurl. */
+static void drv_ready(void *arg, int fd, unsigned events)
 {
-    qnode *n = queue_take(sh, closing);
-    bool any = n != NULL;
-    while (n != NULL) {
-        qnode *next = n->next; /* n may be reused once answered */
-        handle_node(sh, n, closing);
-        n = next;
-    }
-    return any;
+    shard *sh = arg;
+    int running;
+    int flags =
+        ((events & (GW_DRIVER_READ | GW_DRIVER_HUP)) ? CURL_CSELECT_IN : 0) |
+        ((events & GW_DRIVER_WRITE) ? CURL_CSELECT_OUT : 0) |
+        ((events & GW_DRIVER_ERR) ? CURL_CSELECT_ERR : 0);
+    curl_multi_socket_action(sh->multi, fd, flags, &running);
 }
 
-/* Answer every transfer libcurl has finished. */
-static void reap(shard *sh)
+/* libcurl's timer expired. */
+static void drv_timeout(void *arg)
 {
+    shard *sh = arg;
+    int running;
+    curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+}
+
+/* After each round: answer every transfer libcurl has finished. */
+static void drv_round(void *arg)
+{
+    shard *sh = arg;
     CURLMsg *m;
     int left;
     while ((m = curl_multi_info_read(sh->multi, &left)) != NULL) {
@@ -406,118 +367,36 @@ static void reap(shard *sh)
     }
 }
 
-/* Hand ready sockets to libcurl; returns how many events there were. */
-static int poll_sockets(shard *sh)
-{
-    struct epoll_event evs[MAX_EVENTS];
-    int n = epoll_wait(sh->epfd, evs, MAX_EVENTS, 0);
-    int running;
-    for (int i = 0; i < n; i++) {
-        int fd = evs[i].data.fd;
-        if (fd == sh->evfd) {
-            uint64_t v;
-            ssize_t r = read(sh->evfd, &v, sizeof v);
-            (void)r;
-            continue;
-        }
-        uint32_t e = evs[i].events;
-        int flags = ((e & (EPOLLIN | EPOLLHUP)) ? CURL_CSELECT_IN : 0) |
-                    ((e & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
-                    ((e & EPOLLERR) ? CURL_CSELECT_ERR : 0);
-        curl_multi_socket_action(sh->multi, fd, flags, &running);
-    }
-    return n > 0 ? n : 0;
-}
-
-static bool run_timer(shard *sh)
-{
-    if (sh->timer_deadline == RT_FOREVER || rt_now() < sh->timer_deadline)
-        return false;
-    int running;
-    sh->timer_deadline = RT_FOREVER;
-    curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    return true;
-}
-
-static void driver_exit(shard *sh)
-{
-    drain_queue(sh, true); /* closes the queue */
-    while (sh->active != NULL)
-        finish(sh, sh->active, CURLE_OK, -ECANCELED, 0);
-    curl_multi_cleanup(sh->multi); /* closes the pooled connections */
-    sh->multi = NULL;
-    rt_fd_unregister(sh->epfd);
-    /* epfd and evfd stay open until gw_upstream_free: a pusher that saw
-     * idle set may still write the eventfd. */
-}
-
-/*
- * The driver goroutine: loops until the client is freed. Each round
- * handles the queue, ready sockets, an expired timer and finished
- * transfers; a round that found work yields (scheduling is cooperative)
- * and goes again, an idle round parks on the private epoll fd until a
- * socket is ready, libcurl's timer expires or a pusher writes the
- * eventfd. epoll_wait(.., 0) returned nothing just before parking, and
- * anything that becomes ready later reaches the (edge-triggered) runtime
- * poller through the private epoll's wake-up, which rt_fd_wait latches.
- */
-static void driver(void *arg)
+/* The driver's last call, after the closed queue was drained: cancel what
+ * is still in the multi and close the pooled connections. */
+static void drv_stopped(void *arg)
 {
     shard *sh = arg;
-    gw_upstream *up = sh->up;
-    while (!atomic_load(&sh->closing)) {
-        bool work = drain_queue(sh, false);
-        work |= poll_sockets(sh) > 0;
-        work |= run_timer(sh);
-        reap(sh);
-        if (work) {
-            rt_yield();
-            continue;
-        }
-        atomic_store(&sh->idle, 1);
-        if (atomic_load(&sh->head) != NULL || atomic_load(&sh->closing)) {
-            atomic_store(&sh->idle, 0);
-            continue;
-        }
-        rt_fd_wait(sh->epfd, RT_READ, sh->timer_deadline, NULL);
-        atomic_store(&sh->idle, 0);
-    }
-    driver_exit(sh);
-    rt_waitgroup_done(&up->drivers);
+    while (sh->active != NULL)
+        finish(sh, sh->active, CURLE_OK, -ECANCELED, 0);
+    curl_multi_cleanup(sh->multi);
+    sh->multi = NULL;
 }
+
+static const gw_driver_ops driver_ops = {
+    .queued = drv_queued,
+    .ready = drv_ready,
+    .timeout = drv_timeout,
+    .round = drv_round,
+    .stopped = drv_stopped,
+};
 
 /* ------------------------------------------------------- client setup */
 
+/* Make sh's multi and start its driver, which owns the multi from then
+ * on; on failure nothing is left to undo. */
 static int shard_init(gw_upstream *up, shard *sh)
 {
     const gw_upstream_opts *o = &up->opts;
     sh->up = up;
-    sh->timer_deadline = RT_FOREVER;
-    atomic_init(&sh->head, NULL);
-    atomic_init(&sh->idle, 0);
-    atomic_init(&sh->closing, false);
-    sh->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (sh->epfd < 0)
-        return -errno;
-    int err;
-    sh->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (sh->evfd < 0) {
-        err = -errno;
-        goto fail_epoll;
-    }
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = sh->evfd};
-    if (epoll_ctl(sh->epfd, EPOLL_CTL_ADD, sh->evfd, &ev) != 0) {
-        err = -errno;
-        goto fail_eventfd;
-    }
-    err = rt_fd_register(sh->epfd);
-    if (err != 0)
-        goto fail_eventfd;
     sh->multi = curl_multi_init();
-    if (sh->multi == NULL) {
-        err = -ENOMEM;
-        goto fail_register;
-    }
+    if (sh->multi == NULL)
+        return -ENOMEM;
     curl_multi_setopt(sh->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(sh->multi, CURLMOPT_SOCKETDATA, sh);
     curl_multi_setopt(sh->multi, CURLMOPT_TIMERFUNCTION, on_timer);
@@ -531,14 +410,11 @@ static int shard_init(gw_upstream *up, shard *sh)
                                             : o->max_host_connections;
     if (idle > 0)
         curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS, idle);
-    return 0;
-
-fail_register:
-    rt_fd_unregister(sh->epfd);
-fail_eventfd:
-    close(sh->evfd);
-fail_epoll:
-    close(sh->epfd);
+    int err = gw_driver_start(&driver_ops, sh, DRIVER_STACK, &sh->drv);
+    if (err != 0) {
+        curl_multi_cleanup(sh->multi); /* no transfer, no socket yet */
+        sh->multi = NULL;
+    }
     return err;
 }
 
@@ -578,22 +454,12 @@ int gw_upstream_new(const gw_upstream_opts *opts, gw_upstream **out)
         if (err != 0)
             goto fail_shards;
     }
-    rt_go_opts go = {.stack_size = DRIVER_STACK};
-    for (i = 0; i < up->nshards; i++) {
-        rt_waitgroup_add(&up->drivers, 1);
-        rt_go_opts(driver, &up->shards[i], &go);
-    }
     *out = up;
     return 0;
 
 fail_shards:
-    while (i-- > 0) {
-        shard *sh = &up->shards[i];
-        curl_multi_cleanup(sh->multi);
-        rt_fd_unregister(sh->epfd);
-        close(sh->evfd);
-        close(sh->epfd);
-    }
+    while (i-- > 0)
+        gw_driver_free(up->shards[i].drv); /* cleans up its multi */
     free(up->shards);
 fail_ca:
     free(up->ca_file);
@@ -615,19 +481,13 @@ void gw_upstream_free(gw_upstream *up)
 {
     if (up == NULL)
         return;
-    for (size_t i = 0; i < up->nshards; i++) {
-        shard *sh = &up->shards[i];
-        atomic_store(&sh->closing, true);
-        uint64_t one = 1;
-        ssize_t r = write(sh->evfd, &one, sizeof one);
-        (void)r;
-    }
-    rt_waitgroup_wait(&up->drivers);
+    for (size_t i = 0; i < up->nshards; i++)
+        gw_driver_stop(up->shards[i].drv); /* in-flight calls: -ECANCELED */
+    /* A call that saw its context end may still be pushing a cancel (it
+     * fails: the queues are closed); only then may the drivers go. */
     rt_waitgroup_wait(&up->calls);
-    for (size_t i = 0; i < up->nshards; i++) {
-        close(up->shards[i].evfd);
-        close(up->shards[i].epfd);
-    }
+    for (size_t i = 0; i < up->nshards; i++)
+        gw_driver_free(up->shards[i].drv);
     struct call *c = up->pool;
     while (c != NULL) {
         struct call *next = c->pool_next;
@@ -886,7 +746,8 @@ static int collect(gw_upstream *up, struct call *c, gw_upstream_resp *resp)
  * longer touches c. */
 static void cancel_and_wait(shard *sh, struct call *c)
 {
-    bool acked = !queue_push(sh, &c->cancel);
+    /* A closed queue means the driver answers MSG_FINAL without an ACK. */
+    bool acked = !gw_driver_push(sh->drv, &c->cancel.link);
     bool final = false;
     /* At most two messages come: MSG_FINAL and MSG_ACK (maybe as one). */
     for (int i = 0; i < 2 && !(final && acked); i++) {
@@ -922,7 +783,7 @@ static int do_once(gw_upstream *up, const gw_upstream_req *req, rt_ctx *ctx,
         goto out;
     shard *sh = &up->shards[atomic_fetch_add(&up->rr, 1) % up->nshards];
     atomic_fetch_add(&up->n_calls, 1);
-    if (!queue_push(sh, &c->submit)) {
+    if (!gw_driver_push(sh->drv, &c->submit.link)) {
         err = -ECANCELED;
         goto out;
     }
