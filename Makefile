@@ -100,6 +100,7 @@ binaries: $(RT_LIB) $(GW_LIB) $(LLHTTP_OBJS) $(GW_BIN) $(TESTS)
 tests: $(TESTS)
 
 test: deps
+	@tests/banned-calls.sh
 	+@$(MAKE) --no-print-directory binaries
 	@env CMOCKA_MESSAGE_OUTPUT=stdout $(SAN_ENV) \
 		tests/run-tests.sh $(BUILD)/tests

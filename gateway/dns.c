@@ -725,12 +725,15 @@ static char *servers_csv(const gw_dns_config *cfg, int *err)
         *err = -ENOMEM;
         return NULL;
     }
-    csv[0] = '\0';
+    size_t off = 0;
     for (size_t i = 0; i < cfg->nservers; i++) {
+        size_t n = strlen(cfg->servers[i]);
         if (i > 0)
-            strcat(csv, ",");
-        strcat(csv, cfg->servers[i]);
+            csv[off++] = ',';
+        memcpy(csv + off, cfg->servers[i], n);
+        off += n;
     }
+    csv[off] = '\0';
     return csv;
 }
 

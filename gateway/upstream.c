@@ -63,6 +63,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -261,8 +262,12 @@ static int on_timer(CURLM *multi, long timeout_ms, void *arg)
 
 static void reply(struct call *c, int msg)
 {
-    if (!rt_chan_trysend(c->reply, &msg))
-        abort(); /* capacity 2 and at most 2 messages: cannot happen */
+    /* Capacity 2 and at most 2 messages per call: a full channel is a bug
+     * in this file, and going on would lose a caller for good. */
+    if (!rt_chan_trysend(c->reply, &msg)) {
+        fputs("fanfold: upstream: reply channel full (a bug)\n", stderr);
+        abort(); /* panic path */
+    }
 }
 
 static void active_link(shard *sh, struct call *c)
@@ -824,10 +829,12 @@ static int url_host_port(const char *url, char *host, size_t hostlen, int *port)
             start = h + 1;
             n -= 2;
         }
-        if (n < hostlen) {
+        char *end;
+        long port_l = strtol(p, &end, 10);
+        if (n < hostlen && *end == '\0' && port_l > 0 && port_l <= 65535) {
             memcpy(host, start, n);
             host[n] = '\0';
-            *port = atoi(p);
+            *port = (int)port_l;
             err = 0;
         }
     }

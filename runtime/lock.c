@@ -129,7 +129,7 @@ _Noreturn void rt__panic(const char *fmt, ...)
     else
         fprintf(stderr, "fanfold runtime panic: %s\n", msg);
     fflush(stderr);
-    abort();
+    abort(); /* panic path */
 }
 
 int64_t rt_now(void)

@@ -542,7 +542,7 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
     (void)w;
     struct sigaction dfl = {.sa_handler = SIG_DFL};
     sigaction(SIGABRT, &dfl, NULL);
-    abort();
+    abort(); /* panic path */
 }
 
 #endif /* RT_SEGV_HANDLER */

@@ -67,8 +67,8 @@ static void client(void *arg)
                 goto out;
             size_t got = 0;
             while (got < MSG) {
-                ssize_t m = rt_conn_read(c, buf + got, MSG - got,
-                                         RT_FOREVER, NULL);
+                ssize_t m =
+                    rt_conn_read(c, buf + got, MSG - got, RT_FOREVER, NULL);
                 if (m <= 0)
                     goto out;
                 got += (size_t)m;
@@ -122,14 +122,14 @@ int main(int argc, char **argv)
     opts o = {.seconds = 3, .conns = {1, 64}, .nconns = 2};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--procs") == 0 && i + 1 < argc) {
-            rt_set_procs(atoi(argv[++i]));
+            rt_set_procs((int)strtol(argv[++i], NULL, 10));
         } else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
             o.seconds = atof(argv[++i]);
         } else if (strcmp(argv[i], "--conns") == 0 && i + 1 < argc) {
             o.nconns = 0;
             for (char *t = strtok(argv[++i], ","); t && o.nconns < 16;
                  t = strtok(NULL, ","))
-                o.conns[o.nconns++] = atoi(t);
+                o.conns[o.nconns++] = (int)strtol(t, NULL, 10);
         } else {
             fprintf(stderr, "usage: bench_echo [--procs P] [--seconds S] "
                             "[--conns N[,N...]]\n");

@@ -131,14 +131,14 @@ int main(int argc, char **argv)
         return 2;
     }
     opts o = {.seconds = 3, .conc = {1, 16, 64, 256}, .nconc = 4};
-    B.port = atoi(argv[1]);
+    B.port = (int)strtol(argv[1], NULL, 10);
     if (argc > 2)
-        o.seconds = atoi(argv[2]);
+        o.seconds = (int)strtol(argv[2], NULL, 10);
     if (argc > 3) {
         o.nconc = 0;
         for (char *t = strtok(argv[3], ","); t && o.nconc < 16;
              t = strtok(NULL, ","))
-            o.conc[o.nconc++] = atoi(t);
+            o.conc[o.nconc++] = (int)strtol(t, NULL, 10);
     }
     B.lat = malloc(sizeof *B.lat * MAXS);
     if (B.lat == NULL)

@@ -29,8 +29,9 @@ int main(int argc, char **argv)
     int one = 1;
     int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)atoi(argv[1]))};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET,
+        .sin_port = htons((uint16_t)(int)strtol(argv[1], NULL, 10))};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (bind(ls, (struct sockaddr *)&a, sizeof a) != 0 ||
         listen(ls, 1024) != 0) {

@@ -338,7 +338,8 @@ static char *request_with_target(size_t n)
     assert_non_null(s);
     memcpy(s, "GET /", 5);
     memset(s + 5, 'x', n - 1);
-    strcpy(s + 4 + n, " HTTP/1.1\r\nHost: a\r\n\r\n");
+    static const char tail[] = " HTTP/1.1\r\nHost: a\r\n\r\n";
+    memcpy(s + 4 + n, tail, sizeof(tail));
     return s;
 }
 

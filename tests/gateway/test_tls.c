@@ -837,7 +837,7 @@ static void echo_client(server *s)
         CHECK(cl_write(&cl, buf, (size_t)len) == 0);
         memset(buf, 0, sizeof(buf));
         CHECK(cl_read(&cl, buf, (size_t)len) == len);
-        CHECK(strncmp(buf, "message ", 8) == 0 && atoi(buf + 8) == i);
+        CHECK(strncmp(buf, "message ", 8) == 0 && strtol(buf + 8, NULL, 10) == i);
         total += (size_t)len;
     }
     cl_shutdown(&cl);

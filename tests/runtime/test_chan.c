@@ -45,8 +45,10 @@ static rt_chan *make_chan(size_t elem_size, size_t cap)
 {
     rt_chan *c = rt_chan_make(elem_size, cap);
     CHECK(c != NULL);
-    if (c == NULL)
-        abort();
+    if (c == NULL) {
+        fputs("make_chan: out of memory\n", stderr);
+        exit(1);
+    }
     return c;
 }
 
