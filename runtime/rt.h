@@ -91,7 +91,10 @@ typedef struct rt_go_opts {
  * or 0 when no stack could be had (out of memory or address space, or no
  * guard left for a big stack: see rt_stack_stats): fn does not run, arg
  * stays the caller's, and the caller decides (a server refuses the
- * connection).
+ * connection). rt_go may park the caller (a goroutine that fills its P's
+ * run queue waits until it drains to a quarter: spawn back-pressure), so
+ * what holds for any blocking call holds for it too (errno, thread-local
+ * addresses).
  *
  * Stack overflow: every stack has a 64 KiB guard below it (see
  * runtime/README.md for when there are not enough mappings for guards);
