@@ -140,6 +140,7 @@ struct rt_g {
      * stack_hi, in the same mapping. */
     char *stack_lo, *stack_hi;
     size_t stack_size;
+    bool guarded; /* a guard below the stack (stack.c) */
 
     /* Scheduler links: global run queue, free lists. */
     rt_g *schednext;

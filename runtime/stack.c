@@ -124,20 +124,26 @@ size_t rt__stack_default(void)
 
 /*
  * The canary is the lowest CANARY_WORDS words of the stack, which must stay
- * zero. Zero because a fresh anonymous page reads as zero without being
- * committed: checking the canary of a shallow stack maps the kernel's
- * shared zero page and costs no RSS, while a magic pattern would commit a
- * second page per goroutine. An overflowing frame writes return addresses
- * and saved registers there, which are not zero. Fresh and MADV_DONTNEED'ed
- * pages are zero, so nothing needs writing.
+ * zero; an overflowing frame writes return addresses and saved registers
+ * there, which are not zero. Fresh and MADV_DONTNEED'ed pages are zero, so
+ * nothing needs writing. It is read only for stacks without a guard: a
+ * guarded stack cannot overflow without faulting first, and reading the
+ * canary would make its lowest page resident on kernels that do not map
+ * the shared zero page for a read (seen here: a second page, 8 KiB per
+ * parked goroutine instead of 4). The saved stack pointer is checked for
+ * every stack; that costs no memory.
  */
 void rt__stack_check(rt_g *g, void *sp)
 {
-    const uint64_t *w = (const uint64_t *)g->stack_lo;
-    uint64_t any = 0;
-    for (int i = 0; i < CANARY_WORDS; i++)
-        any |= w[i];
-    if (RT__LIKELY((char *)sp > g->stack_lo + CANARY_WORDS * 8 && any == 0))
+    bool ok = (char *)sp > g->stack_lo + CANARY_WORDS * 8;
+    if (RT__LIKELY(ok) && !g->guarded) {
+        const uint64_t *w = (const uint64_t *)g->stack_lo;
+        uint64_t any = 0;
+        for (int i = 0; i < CANARY_WORDS; i++)
+            any |= w[i];
+        ok = any == 0;
+    }
+    if (RT__LIKELY(ok))
         return;
     rt__panic("stack overflow in goroutine %llu (stack %zu bytes, spawned "
               "at %s (%s:%d)); give it a larger stack with rt_go_opts",
@@ -159,9 +165,10 @@ static void *map_region(size_t len)
 }
 
 /* Initialise the G at g for the stack [stack_lo, stack_hi). */
-static rt_g *g_place(rt_g *g, char *stack_lo, char *stack_hi)
+static rt_g *g_place(rt_g *g, char *stack_lo, char *stack_hi, bool guarded)
 {
     memset(g, 0, sizeof *g);
+    g->guarded = guarded;
     g->stack_lo = stack_lo;
     g->stack_hi = stack_hi;
     g->stack_size = (size_t)(stack_hi - stack_lo);
@@ -312,7 +319,7 @@ static rt_g *alloc_default(void)
         st.guarded++;
     else
         st.unguarded++;
-    return g_place(ng, lo + GUARD, lo + sl->slot);
+    return g_place(ng, lo + GUARD, lo + sl->slot, sl->guarded);
 }
 
 static rt_g *alloc_big(size_t size)
@@ -352,7 +359,7 @@ static rt_g *alloc_big(size_t size)
     else
         st.unguarded++;
     return g_place((rt_g *)(base + len - G_AREA), base + GUARD,
-                   base + len - G_AREA);
+                   base + len - G_AREA, m->guarded);
 }
 
 /*
