@@ -1,12 +1,12 @@
 /*
  * test_signal.c - signals as channels: delivery to one and to several
  * channels, stop, a full channel dropping the signal, the errors, a
- * signal reaching an idle process promptly, SIGPIPE ignored, a program's
- * own handler left alone, a signal ignored at start, and the caller's mask
- * and SIGPIPE restored after rt_run(). What happens to a signal nobody
- * watches (the process dies of it; SIGQUIT dumps the goroutines first;
- * SIGWINCH is discarded) is checked in child processes: run with
- * "--crash NAME" the binary plays one such scenario.
+ * signal reaching an idle process and a busy one promptly, SIGPIPE
+ * ignored, a program's own handler left alone, a signal ignored at start,
+ * and the caller's mask and SIGPIPE restored after rt_run(). What happens
+ * to a signal nobody watches (the process dies of it; SIGQUIT dumps the
+ * goroutines first; SIGWINCH is discarded) is checked in child processes:
+ * run with "--crash NAME" the binary plays one such scenario.
  *
  * Signals are sent with kill(getpid(), ...): process-directed, as a
  * shell or a supervisor sends them. Checks inside goroutines use CHECK()
@@ -330,6 +330,52 @@ static void test_idle_process_gets_signal(void **state)
     run(1, idle_main, NULL);
 }
 
+/* ------------------------------------------------------- busy process */
+
+/* Every M busy with goroutines that never park and no fd registered: the
+ * Ms still look at the signalfd (at least every 10 ms). */
+#define SPINNERS 4
+
+static _Atomic bool spin_stop;
+
+static void spinner(void *arg)
+{
+    rt_waitgroup *wg = arg;
+    while (!atomic_load(&spin_stop))
+        rt_yield();
+    rt_waitgroup_done(wg);
+}
+
+static void busy_main(void *arg)
+{
+    (void)arg;
+    rt_chan *c = sigchan(1);
+    rt_waitgroup wg = RT_WAITGROUP_INIT;
+    CHECK(rt_signal_notify(c, SIGUSR1) == 0);
+    atomic_store(&spin_stop, false);
+    for (int i = 0; i < SPINNERS; i++) {
+        rt_waitgroup_add(&wg, 1);
+        rt_go(spinner, &wg);
+    }
+    int64_t t0 = rt_now();
+    send_self(SIGUSR1);
+    CHECK(recv_sig(c) == SIGUSR1);
+    /* Expected: within ~10 ms (the busy Ms' periodic poll); allowed: 1 s,
+     * for a loaded machine and sanitizers. */
+    CHECK(rt_now() - t0 < RT_SEC);
+    atomic_store(&spin_stop, true);
+    rt_waitgroup_wait(&wg);
+    rt_signal_stop(c);
+    rt_chan_free(c);
+}
+
+static void test_busy_process_gets_signal(void **state)
+{
+    (void)state;
+    run(2, busy_main, NULL);
+    run(1, busy_main, NULL);
+}
+
 /* ------------------------------------------------------------ SIGPIPE */
 
 static void sigpipe_main(void *arg)
@@ -603,6 +649,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_full_channel_drops),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_idle_process_gets_signal),
+        cmocka_unit_test(test_busy_process_gets_signal),
         cmocka_unit_test(test_sigpipe_ignored),
         cmocka_unit_test(test_program_handler_left_alone),
         cmocka_unit_test(test_ignored_at_start),
