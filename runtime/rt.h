@@ -65,6 +65,11 @@ void rt_set_procs(int procs);
 /* The number of Ps of the running scheduler. */
 int rt_procs(void);
 
+/* The index (0 .. rt_procs() - 1) of the P the caller runs on right now:
+ * a hint for sharding counters per P, stale after any call that may park
+ * (the goroutine may move). 0 outside a goroutine. */
+int rt_proc_id(void);
+
 /*
  * Start the scheduler, run main_fn(arg) as the first goroutine and return
  * when it returns. Goroutines still alive then are abandoned and their

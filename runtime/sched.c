@@ -104,6 +104,12 @@ int rt_procs(void)
     return rt__s.nprocs;
 }
 
+int rt_proc_id(void)
+{
+    rt_m *m = rt__getm();
+    return m != NULL ? m->p->id : 0;
+}
+
 static int default_procs(void)
 {
     if (requested_procs > 0)
