@@ -650,6 +650,13 @@ static void clamp_main(void *arg)
         CHECK(gw_dns_resolve(r, NULL, cases[i].name, &a, NULL) == 0);
         gw_dns_addrs_release(a);
     }
+    if (qcount("zero.test", T_A) != 2 || qcount("short.test", T_A) != 1 ||
+        qcount("long.test", T_A) != 1)
+        fprintf(stderr, "clamp: A queries zero %d short %d long %d, AAAA "
+                        "zero %d, total %d\n",
+                qcount("zero.test", T_A), qcount("short.test", T_A),
+                qcount("long.test", T_A), qcount("zero.test", T_AAAA),
+                (int)atomic_load(&s.total));
     CHECK(qcount("zero.test", T_A) == 2);
     CHECK(qcount("short.test", T_A) == 1);
     CHECK(qcount("long.test", T_A) == 1);
