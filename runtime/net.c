@@ -489,6 +489,18 @@ ssize_t rt_conn_try_write(rt_conn *c, const void *buf, size_t len)
     return r;
 }
 
+ssize_t rt_conn_try_writev(rt_conn *c, const struct iovec *iov, int iovcnt)
+{
+    if (iovcnt < 0 || iovcnt > IOV_MAX)
+        return -EINVAL;
+    ssize_t r = op_begin(c);
+    if (r != 0)
+        return r;
+    r = sendmsg_once(c, iov, iovcnt);
+    op_end(c);
+    return r;
+}
+
 int rt_conn_wait(rt_conn *c, int mode, int64_t deadline, rt_ctx *ctx)
 {
     int err = op_begin(c);

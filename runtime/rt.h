@@ -464,7 +464,7 @@ ssize_t rt_conn_writev(rt_conn *c, const struct iovec *iov, int iovcnt,
 
 /*
  * For adapters that run their own I/O state machine (TLS): one read(2) /
- * one send(2), never parking: the byte count (0 from try_read at end of
+ * one send(2) (or sendmsg(2)), never parking: the byte count (0 from try_read at end of
  * stream) or a negative errno, -EAGAIN when it would block. rt_conn_wait
  * parks until c is (maybe) ready for mode (RT_READ, RT_WRITE or RT_HUP;
  * see rt_fd_wait). All three count as operations: a close from another
@@ -472,6 +472,9 @@ ssize_t rt_conn_writev(rt_conn *c, const struct iovec *iov, int iovcnt,
  */
 ssize_t rt_conn_try_read(rt_conn *c, void *buf, size_t len);
 ssize_t rt_conn_try_write(rt_conn *c, const void *buf, size_t len);
+/* One sendmsg(2) of the vector (a server that enforces its own progress
+ * deadline loops over it and rt_conn_wait(c, RT_WRITE, ...)). */
+ssize_t rt_conn_try_writev(rt_conn *c, const struct iovec *iov, int iovcnt);
 int rt_conn_wait(rt_conn *c, int mode, int64_t deadline, rt_ctx *ctx);
 
 /* shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR. */
