@@ -262,10 +262,14 @@ static int setup_slow(void **state)
 static int teardown(void **state)
 {
     mock *m = *state;
+    char log[8192];
+    read_file(m->p.log, log, sizeof log); /* before proc_stop removes it */
     int st = proc_stop(&m->p, SIGTERM);
     free(m);
     if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        fprintf(stderr, "mock-backend did not exit 0 on SIGTERM (0x%x)\n", st);
+        fprintf(stderr,
+                "mock-backend did not exit 0 on SIGTERM (0x%x); stderr:\n%s",
+                st, log);
         return -1;
     }
     return 0;
