@@ -31,6 +31,8 @@
  *      delay as its deadline): a client that goes away (FIN or RST) makes
  *      the request `cancelled`; it is not answered and the connection is
  *      closed at once. Bytes the client pipelined meanwhile stay unread.
+ *      A client that only half-closes (shutdown(SHUT_WR)) during a delay
+ *      counts as gone too: EPOLLRDHUP does not tell the two apart.
  *   3. the answer: ?status=NNN (three digits, 100..599) answers NNN
  *      {"error":"injected status NNN"}; else the --fail-rate draw may
  *      answer 503 {"error":"injected failure"}; else the route's body or
@@ -78,7 +80,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -423,7 +424,7 @@ typedef struct reply {
     const char *body;
     size_t body_len;
     char *owned;
-    char text[96]; /* short bodies: errors, /stats */
+    char text[192]; /* short bodies: errors, /stats (4 x 20 digits fit) */
 } reply;
 
 static void reply_text(reply *r, int status, const char *fmt, ...)
@@ -582,7 +583,7 @@ static int reply_write(rt_conn *c, const reply *r, bool head_only,
 {
     bool body = status_has_body(r->status);
     char len_hdr[48] = "";
-    char head[256];
+    char head[320];
 
     if (body)
         snprintf(len_hdr, sizeof len_hdr, "Content-Length: %zu\r\n",
