@@ -95,7 +95,8 @@ all: deps
 deps:
 	@.ci/deps.sh
 
-binaries: $(RT_LIB) $(GW_LIB) $(LLHTTP_OBJS) $(GW_BIN) $(TESTS)
+binaries: $(RT_LIB) $(GW_LIB) $(LLHTTP_OBJS) $(GW_BIN) $(TESTS) \
+	$(BUILD)/mock-backend
 
 tests: $(TESTS)
 
@@ -175,9 +176,20 @@ $(RT_TESTS): $(BUILD)/tests/runtime/%: $(BUILD)/tests/runtime/%.o $(RT_LIB)
 $(GW_TESTS): $(BUILD)/tests/gateway/%: $(BUILD)/tests/gateway/%.o $(GW_LINK)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcmocka $(PKG_LIBS)
 
+# The mock backend (demo and integration tests); its test runs it.
+$(BUILD)/tests/mock_backend.o: tests/mock_backend.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(GW_CFLAGS) -c $< -o $@
+
+$(BUILD)/mock-backend: $(BUILD)/tests/mock_backend.o $(GW_LINK)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/tests/gateway/test_mock_backend: | $(BUILD)/mock-backend
+
 # Header dependencies written by -MMD -MP next to each object.
 ALL_OBJS := $(LLHTTP_OBJS) $(RT_OBJS) $(GW_OBJS) \
-	$(if $(GW_MAIN),$(BUILD)/obj/gateway/main.o) $(TESTS:%=%.o)
+	$(if $(GW_MAIN),$(BUILD)/obj/gateway/main.o) $(TESTS:%=%.o) \
+	$(BUILD)/tests/mock_backend.o
 -include $(ALL_OBJS:.o=.d)
 
 # --- benchmarks (not part of `make test`): `make bench` runs them all.
