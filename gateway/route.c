@@ -598,6 +598,20 @@ static int put_value(outbuf *o, const char *raw, size_t len, bool plus_space)
     return 0;
 }
 
+/* Whether raw decodes to "." or "..": as a segment the backend's client
+ * or server would resolve it, stepping out of the part's template. */
+static bool dot_segment(const char *raw, size_t len, bool plus_space)
+{
+    size_t i = 0, n = 0;
+
+    while (i < len && n < 3) {
+        if (decode_byte(raw, len, &i, plus_space) != '.')
+            return false;
+        n++;
+    }
+    return i == len && n <= 2;
+}
+
 /* Whether raw (a query parameter's name) decodes to name. */
 static bool decoded_equals(const char *raw, size_t len, const char *name)
 {
@@ -681,7 +695,8 @@ int gw_route_part_path(const gw_router *r, const gw_route_match *m, size_t part,
                 return -ENOENT;
             }
         }
-        if (put_value(&o, raw, raw_len, from_query) != 0) {
+        if (dot_segment(raw, raw_len, from_query) ||
+            put_value(&o, raw, raw_len, from_query) != 0) {
             *which = pc->name;
             return -EINVAL;
         }

@@ -121,7 +121,10 @@ const char *gw_router_allow_all(const gw_router *r);
  *
  * Writes the path NUL-terminated into buf and returns its length, or:
  *   -ENOENT  a placeholder has no value;
- *   -EINVAL  a bad percent-escape in the value it would use;
+ *   -EINVAL  a bad percent-escape in the value it would use, or a
+ *            value that decodes to "." or ".." (as a segment the backend's
+ *            HTTP client or server would resolve it and leave the
+ *            template: "/inventory/.." is "/");
  *            for both, *which (may be NULL) points to the placeholder's
  *            name (NUL-terminated, owned by the router);
  *   -ENOSPC  buf is too small (*which NULL);
