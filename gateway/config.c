@@ -8,16 +8,18 @@
  * backends, routes), filling a gw_config while every problem found is
  * recorded with its JSON path; nothing stops at the first problem. Then a
  * few whole-config checks run (duplicate routes, listeners that collide).
- * Any problem: the half-built config is freed and -EINVAL returned.
+ * Any problem: the half-built config is freed and -EINVAL returned. The
+ * grammars of single values (addresses, URLs, templates, methods, names)
+ * are in config_syntax.c; this file walks the tree and builds the config.
  *
  * Key order. jansson (>= 2.8; 2.14 here) keeps an object's keys in
- * insertion order, so json_object_foreach walks "backends" in the file's
+ * insertion order, so json_object_iter walks "backends" in the file's
  * order and cfg->backends keeps it (tested).
  *
  * Data and ownership.
- *  - checker: the walk's state: the error list being filled (caller's),
- *    the current JSON path (a bounded buffer, pushed and popped around each
- *    key or index), the config under construction.
+ *  - checker: the walk's state: the error list being filled (the
+ *    caller's), the current JSON path (a bounded buffer, pushed and popped
+ *    around each key or index), the config under construction.
  *  - Every string and array of a gw_config comes from its arena, a list of
  *    malloc'd blocks freed together by gw_config_free; the gw_config
  *    struct itself is malloc'd. Strings are copied out of the jansson tree,
@@ -37,7 +39,6 @@
  */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -49,7 +50,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "llhttp.h"
+#include "config_syntax.h"
 
 /* ------------------------------------------------------- embedded file */
 
@@ -333,11 +334,9 @@ static const char *type_name(const json_t *v)
 /* Reports every key of obj that is not in the NULL-terminated list. */
 static void check_keys(checker *c, json_t *obj, const char *const *known)
 {
-    const char *key;
-    json_t *v;
-
-    json_object_foreach(obj, key, v)
-    {
+    for (void *it = json_object_iter(obj); it != NULL;
+         it = json_object_iter_next(obj, it)) {
+        const char *key = json_object_iter_key(it);
         size_t i = 0;
         while (known[i] != NULL && strcmp(known[i], key) != 0)
             i++;
@@ -419,433 +418,6 @@ static bool get_int(checker *c, json_t *obj, const char *key, int64_t min,
     *out = n;
     return true;
 }
-
-/* ------------------------------------------------------- syntax checks */
-
-static bool is_digit(int ch)
-{
-    return ch >= '0' && ch <= '9';
-}
-
-static bool is_alpha(int ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
-}
-
-static bool is_hex(int ch)
-{
-    return is_digit(ch) || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
-}
-
-/* RFC 3986 pchar without pct-encoded: unreserved, sub-delims, ':', '@'. */
-static bool is_pchar(int ch)
-{
-    return is_alpha(ch) || is_digit(ch) ||
-           (ch != '\0' && strchr("-._~!$&'()*+,;=:@", ch) != NULL);
-}
-
-/* RFC 9110 tchar. */
-static bool is_tchar(int ch)
-{
-    return is_alpha(ch) || is_digit(ch) ||
-           (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
-}
-
-/* A port: 1 to 5 digits, 1-65535. */
-static int parse_port(const char *s, size_t len, int *port, const char **why)
-{
-    int v = 0;
-
-    if (len == 0) {
-        *why = "the port is empty";
-        return -EINVAL;
-    }
-    if (len > 5) {
-        *why = "the port must be 1-65535";
-        return -EINVAL;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if (!is_digit(s[i])) {
-            *why = "the port must be a number";
-            return -EINVAL;
-        }
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v < 1 || v > 65535) {
-        *why = "the port must be 1-65535";
-        return -EINVAL;
-    }
-    *port = v;
-    return 0;
-}
-
-/* A numeric address of family af, len bytes at s; into bin (16 bytes) when
- * not NULL. */
-static bool numeric_addr(int af, const char *s, size_t len, void *bin)
-{
-    char tmp[INET6_ADDRSTRLEN + 1];
-    unsigned char scratch[16];
-
-    if (len >= sizeof tmp)
-        return false;
-    memcpy(tmp, s, len);
-    tmp[len] = '\0';
-    return inet_pton(af, tmp, bin != NULL ? bin : scratch) == 1;
-}
-
-/* A listening address, parsed: family 0 for an empty host. */
-typedef struct hostport {
-    int family;
-    unsigned char addr[16];
-    int port;
-} hostport;
-
-static int parse_listen(const char *s, hostport *hp, const char **why)
-{
-    const char *colon;
-    hostport tmp;
-    const char *dummy;
-
-    if (hp == NULL)
-        hp = &tmp;
-    if (why == NULL)
-        why = &dummy;
-    memset(hp, 0, sizeof *hp);
-    if (s[0] == '[') {
-        const char *close = strchr(s, ']');
-        if (close == NULL) {
-            *why = "expected host:port ('[' without ']')";
-            return -EINVAL;
-        }
-        if (!numeric_addr(AF_INET6, s + 1, (size_t)(close - s - 1), hp->addr)) {
-            *why = "expected host:port with a numeric IPv6 address in []";
-            return -EINVAL;
-        }
-        hp->family = AF_INET6;
-        colon = close + 1;
-        if (*colon != ':') {
-            *why = "expected host:port (no port after ']')";
-            return -EINVAL;
-        }
-    } else {
-        colon = strrchr(s, ':');
-        if (colon == NULL) {
-            *why = "expected host:port (no port)";
-            return -EINVAL;
-        }
-        if (colon > s) {
-            if (!numeric_addr(AF_INET, s, (size_t)(colon - s), hp->addr)) {
-                *why = memchr(s, ':', (size_t)(colon - s)) != NULL
-                           ? "expected host:port (write an IPv6 address "
-                             "in [])"
-                           : "expected host:port with a numeric IPv4 "
-                             "address, [IPv6] or an empty host";
-                return -EINVAL;
-            }
-            hp->family = AF_INET;
-        }
-    }
-    return parse_port(colon + 1, strlen(colon + 1), &hp->port, why);
-}
-
-int gw_config_check_listen(const char *addr, const char **why)
-{
-    if (addr == NULL) {
-        if (why != NULL)
-            *why = "no address";
-        return -EINVAL;
-    }
-    return parse_listen(addr, NULL, why);
-}
-
-/* A DNS server: "ip", "ip:port" or "[ipv6]:port". */
-static bool valid_dns_server(const char *s)
-{
-    hostport hp;
-    size_t len = strlen(s);
-
-    if (numeric_addr(AF_INET, s, len, NULL) ||
-        numeric_addr(AF_INET6, s, len, NULL))
-        return true;
-    return parse_listen(s, &hp, NULL) == 0 && hp.family != 0;
-}
-
-static bool is_ident(const char *s, size_t len)
-{
-    if (len == 0 || is_digit(s[0]))
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!(is_alpha(s[i]) || is_digit(s[i]) || s[i] == '_'))
-            return false;
-    return true;
-}
-
-int gw_config_check_template(const char *t, bool route_path, const char **why)
-{
-    struct {
-        const char *s;
-        size_t len;
-    } names[GW_CONFIG_MAX_PARAMS];
-    size_t nnames = 0, nsegments = 0;
-    const char *dummy;
-
-    if (why == NULL)
-        why = &dummy;
-    if (t == NULL || t[0] != '/') {
-        *why = "must start with '/'";
-        return -EINVAL;
-    }
-    for (const char *p = t; *p != '\0'; p++) {
-        if (*p == '/') {
-            if (route_path && ++nsegments > GW_CONFIG_MAX_SEGMENTS) {
-                *why = "too many segments (at most 32)";
-                return -EINVAL;
-            }
-            continue;
-        }
-        if (*p == '%') {
-            if (!is_hex(p[1]) || !is_hex(p[2])) {
-                *why = "invalid percent-escape (% must be followed by two "
-                       "hex digits)";
-                return -EINVAL;
-            }
-            p += 2;
-            continue;
-        }
-        if (*p == '}') {
-            *why = "unbalanced '}'";
-            return -EINVAL;
-        }
-        if (*p != '{') {
-            if (!is_pchar((unsigned char)*p)) {
-                *why = "a character not allowed in a URL path (spaces, "
-                       "'?', '#', non-ASCII...: percent-encode it)";
-                return -EINVAL;
-            }
-            continue;
-        }
-        const char *name = p + 1, *end = name;
-        while (*end != '\0' && *end != '}' && *end != '{' && *end != '/')
-            end++;
-        if (*end == '{') {
-            *why = "'{' inside a placeholder";
-            return -EINVAL;
-        }
-        if (*end != '}') {
-            *why = "unbalanced '{' (a placeholder is {name} within one "
-                   "segment)";
-            return -EINVAL;
-        }
-        size_t len = (size_t)(end - name);
-        if (len == 0) {
-            *why = "empty placeholder {}";
-            return -EINVAL;
-        }
-        if (!is_ident(name, len)) {
-            *why = "a placeholder name must be an identifier "
-                   "([A-Za-z_][A-Za-z0-9_]*)";
-            return -EINVAL;
-        }
-        if (len > GW_CONFIG_MAX_NAME) {
-            *why = "a placeholder name is longer than 64 bytes";
-            return -EINVAL;
-        }
-        if (route_path) {
-            if (p[-1] != '/' || (end[1] != '/' && end[1] != '\0')) {
-                *why = "a placeholder must be a whole segment (/a/{id}, "
-                       "not /a/x{id})";
-                return -EINVAL;
-            }
-            for (size_t i = 0; i < nnames; i++) {
-                if (names[i].len == len && memcmp(names[i].s, name, len) == 0) {
-                    *why = "the same placeholder twice";
-                    return -EINVAL;
-                }
-            }
-            if (nnames == GW_CONFIG_MAX_PARAMS) {
-                *why = "more than 16 placeholders";
-                return -EINVAL;
-            }
-            names[nnames].s = name;
-            names[nnames].len = len;
-            nnames++;
-        }
-        p = end;
-    }
-    return 0;
-}
-
-int gw_config_check_method(const char *m, const char **why)
-{
-    static const char *const known[] = {
-#define GW__METHOD_NAME(num, name, string) #string,
-        HTTP_METHOD_MAP(GW__METHOD_NAME)
-#undef GW__METHOD_NAME
-    };
-    const char *dummy;
-
-    if (why == NULL)
-        why = &dummy;
-    bool token = m != NULL && *m != '\0';
-    for (const char *p = m; token && *p != '\0'; p++)
-        token = is_tchar((unsigned char)*p) && !(*p >= 'a' && *p <= 'z');
-    if (!token) {
-        *why = "must be an upper-case method token such as \"GET\"";
-        return -EINVAL;
-    }
-    if (strcmp(m, "HEAD") == 0) {
-        *why = "HEAD is served by every GET route and cannot have its own";
-        return -EINVAL;
-    }
-    if (strcmp(m, "OPTIONS") == 0) {
-        *why = "OPTIONS is answered by the gateway (204 with Allow)";
-        return -EINVAL;
-    }
-    if (strcmp(m, "CONNECT") == 0 || strcmp(m, "TRACE") == 0) {
-        *why = "CONNECT and TRACE are answered 501 by the gateway";
-        return -EINVAL;
-    }
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (strcmp(known[i], m) == 0)
-            return 0;
-    *why = "not a method the HTTP parser accepts (such requests are "
-           "answered 400)";
-    return -EINVAL;
-}
-
-/* Host of a URL: a name of labels [A-Za-z0-9_-] (not starting or ending
- * with '-'), or a dotted IPv4 address. */
-static bool valid_host_name(const char *s, size_t len)
-{
-    bool numeric = true;
-    size_t label = 0;
-
-    if (len == 0 || len > 253)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char ch = s[i];
-        if (ch == '.') {
-            if (label == 0 || s[i - 1] == '-')
-                return false;
-            label = 0;
-            continue;
-        }
-        if (!(is_alpha(ch) || is_digit(ch) || ch == '-' || ch == '_'))
-            return false;
-        if (ch == '-' && label == 0)
-            return false;
-        if (++label > 63)
-            return false;
-        numeric = numeric && is_digit(ch);
-    }
-    if (label == 0 || s[len - 1] == '-')
-        return false;
-    return !numeric || numeric_addr(AF_INET, s, len, NULL);
-}
-
-/* Checks that s[0..len) is a URL path ('/'-separated pchars and valid
- * escapes). */
-static bool valid_url_path(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '%') {
-            if (i + 2 >= len || !is_hex(s[i + 1]) || !is_hex(s[i + 2]))
-                return false;
-            i += 2;
-        } else if (s[i] != '/' && !is_pchar((unsigned char)s[i])) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Parses a backend URL into b (strings in cfg's arena). Returns NULL, or a
- * static message; sets c->nomem when out of memory. */
-static const char *parse_url(checker *c, const char *url, gw_backend_cfg *b)
-{
-    const char *sep = strstr(url, "://");
-    const char *auth, *auth_end, *host, *port_s = NULL;
-    size_t host_len, port_len = 0;
-    bool https;
-
-    if (sep == NULL)
-        return "must start with http:// or https://";
-    if ((size_t)(sep - url) == 4 && strncasecmp(url, "http", 4) == 0)
-        https = false;
-    else if ((size_t)(sep - url) == 5 && strncasecmp(url, "https", 5) == 0)
-        https = true;
-    else
-        return "the scheme must be http or https";
-    auth = sep + 3;
-    auth_end = auth + strcspn(auth, "/?#");
-    if (memchr(auth, '@', (size_t)(auth_end - auth)) != NULL)
-        return "userinfo (user@) is not allowed";
-    if (strchr(auth_end, '?') != NULL)
-        return "a query (?...) is not allowed";
-    if (strchr(auth_end, '#') != NULL)
-        return "a fragment (#...) is not allowed";
-    if (auth == auth_end)
-        return "no host";
-    if (auth[0] == '[') {
-        const char *close = memchr(auth, ']', (size_t)(auth_end - auth));
-        if (close == NULL)
-            return "'[' without ']' in the host";
-        host = auth + 1;
-        host_len = (size_t)(close - host);
-        if (!numeric_addr(AF_INET6, host, host_len, NULL))
-            return "not an IPv6 address inside []";
-        if (close + 1 < auth_end) {
-            if (close[1] != ':')
-                return "unexpected characters after ']'";
-            port_s = close + 2;
-        }
-    } else {
-        const char *colon = memchr(auth, ':', (size_t)(auth_end - auth));
-        host = auth;
-        host_len = (size_t)((colon != NULL ? colon : auth_end) - auth);
-        if (!valid_host_name(host, host_len))
-            return "invalid host (a DNS name, a numeric IPv4 address, or "
-                   "an IPv6 address in [])";
-        if (colon != NULL)
-            port_s = colon + 1;
-    }
-    b->port = https ? 443 : 80;
-    if (port_s != NULL) {
-        const char *why;
-        port_len = (size_t)(auth_end - port_s);
-        if (parse_port(port_s, port_len, &b->port, &why) != 0)
-            return why;
-    }
-    size_t path_len = strlen(auth_end);
-    if (!valid_url_path(auth_end, path_len))
-        return "a character not allowed in a URL path (percent-encode it) "
-               "or an invalid percent-escape";
-    while (path_len > 0 && auth_end[path_len - 1] == '/')
-        path_len--;
-    b->scheme = arena_strdup(c->cfg, https ? "https" : "http");
-    b->host = arena_strndup(c->cfg, host, host_len);
-    b->prefix = arena_strndup(c->cfg, auth_end, path_len);
-    if (b->scheme == NULL || b->host == NULL || b->prefix == NULL)
-        c->nomem = true;
-    return NULL;
-}
-
-/* A backend or part name: 1-64 bytes, no control character, '"' or '\'
- * (names are written verbatim into JSON answers and metric labels). */
-static bool valid_name(const char *s)
-{
-    size_t len = strlen(s);
-
-    if (len == 0 || len > GW_CONFIG_MAX_NAME)
-        return false;
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
-        if (*p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\')
-            return false;
-    return true;
-}
-
-#define NAME_RULE                                                              \
-    "a name must be 1-64 bytes without control characters, '\"' or '\\'"
 
 /* ---------------------------------------------------------- file paths */
 
@@ -934,7 +506,7 @@ static char *get_listen(checker *c, json_t *obj, const char *key,
 
     if (s == NULL)
         return NULL;
-    if (gw_config_check_listen(s, &why) != 0) {
+    if (gw__parse_listen(s, NULL, &why) != 0) {
         size_t saved = path_key(c, key);
         problem(c, "invalid address %s: %s", quote(q, s), why);
         path_pop(c, saved);
@@ -995,7 +567,7 @@ static void check_dns(checker *c, json_t *root)
             char q[QUOTE_CAP];
             if (!json_is_string(s))
                 problem(c, "must be a string, not %s", type_name(s));
-            else if (!valid_dns_server(json_string_value(s)))
+            else if (!gw__valid_dns_server(json_string_value(s)))
                 problem(c,
                         "invalid server %s: expected a numeric IP address "
                         "with an optional port (1.2.3.4, 1.2.3.4:53, "
@@ -1083,8 +655,8 @@ static void check_backend(checker *c, const char *name, json_t *v,
     b->name = copy_str(c, name);
     b->max_inflight = GW_CONFIG_DEFAULT_MAX_INFLIGHT;
     b->max_response_bytes = GW_CONFIG_DEFAULT_MAX_RESPONSE_BYTES;
-    if (!valid_name(name))
-        problem(c, "invalid backend name: " NAME_RULE);
+    if (!gw__valid_name(name))
+        problem(c, "invalid backend name: " GW__NAME_RULE);
     if (!json_is_object(v)) {
         problem(c, "must be an object, not %s", type_name(v));
         return;
@@ -1092,13 +664,20 @@ static void check_backend(checker *c, const char *name, json_t *v,
     check_keys(c, v, keys);
     const char *url = get_str(c, v, "url", "");
     if (url != NULL) {
-        const char *why = parse_url(c, url, b);
+        gw__url u;
+        const char *why = gw__parse_url(url, &u);
         if (why != NULL) {
             size_t at = path_key(c, "url");
             problem(c, "invalid URL %s: %s", quote(q, url), why);
             path_pop(c, at);
         } else {
             b->url = copy_str(c, url);
+            b->scheme = copy_str(c, u.https ? "https" : "http");
+            b->host = arena_strndup(c->cfg, u.host, u.host_len);
+            b->port = u.port;
+            b->prefix = arena_strndup(c->cfg, u.path, u.path_len);
+            if (b->host == NULL || b->prefix == NULL)
+                c->nomem = true;
         }
     }
     get_int(c, v, "max_inflight", 1, GW_CONFIG_MAX_INFLIGHT, &b->max_inflight);
@@ -1121,8 +700,6 @@ static void check_backends(checker *c, json_t *root)
 {
     json_t *backends = get(c, root, "backends", JSON_OBJECT, "");
     gw_config *cfg = c->cfg;
-    const char *name;
-    json_t *v;
 
     if (backends == NULL)
         return;
@@ -1133,39 +710,16 @@ static void check_backends(checker *c, json_t *root)
         return;
     }
     size_t saved = path_key(c, "backends");
-    json_object_foreach(backends, name, v)
-    {
+    /* jansson keeps insertion order: backends stay in the file's order. */
+    for (void *it = json_object_iter(backends); it != NULL;
+         it = json_object_iter_next(backends, it)) {
+        const char *name = json_object_iter_key(it);
         size_t at = path_key(c, name);
-        check_backend(c, name, v, &cfg->backends[cfg->nbackends++]);
+        check_backend(c, name, json_object_iter_value(it),
+                      &cfg->backends[cfg->nbackends++]);
         path_pop(c, at);
     }
     path_pop(c, saved);
-}
-
-/* Header fields the gateway sets itself or that are hop-by-hop. */
-static bool reserved_header(const char *h)
-{
-    static const char *const names[] = {
-        "Host",
-        "Content-Length",
-        "Transfer-Encoding",
-        "Connection",
-        "Keep-Alive",
-        "TE",
-        "Trailer",
-        "Upgrade",
-        "Proxy-Connection",
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "Expect",
-        "X-Request-Id",
-        "X-Forwarded-For",
-        "X-Forwarded-Proto",
-    };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strcasecmp(names[i], h) == 0)
-            return true;
-    return false;
 }
 
 static void check_forward_headers(checker *c, json_t *route, gw_route_cfg *r)
@@ -1186,14 +740,11 @@ static void check_forward_headers(checker *c, json_t *route, gw_route_cfg *r)
         json_t *h = json_array_get(fh, i);
         size_t at = path_index(c, i);
         const char *s = json_string_value(h);
-        bool token = s != NULL && *s != '\0';
-        for (const char *p = s; token && *p != '\0'; p++)
-            token = is_tchar((unsigned char)*p);
         if (!json_is_string(h)) {
             problem(c, "must be a string, not %s", type_name(h));
-        } else if (!token) {
+        } else if (!gw__header_token(s)) {
             problem(c, "%s is not a header field name", quote(q, s));
-        } else if (reserved_header(s)) {
+        } else if (gw__reserved_header(s)) {
             problem(c,
                     "%s cannot be forwarded (hop-by-hop, or set by the "
                     "gateway)",
@@ -1230,8 +781,8 @@ static void check_part(checker *c, json_t *v, gw_route_cfg *r, size_t idx)
     const char *name = get_str(c, v, "name", "");
     if (name != NULL) {
         size_t at = path_key(c, "name");
-        if (!valid_name(name))
-            problem(c, "invalid part name %s: " NAME_RULE, quote(q, name));
+        if (!gw__valid_name(name))
+            problem(c, "invalid part name %s: " GW__NAME_RULE, quote(q, name));
         else if (strcmp(name, "errors") == 0)
             problem(c, "\"errors\" is reserved (the answer's map of failed "
                        "parts)");
@@ -1455,38 +1006,26 @@ static void check_routes(checker *c, json_t *root)
     check_duplicate_routes(c);
 }
 
-static bool wildcard(const hostport *h)
-{
-    static const unsigned char zero[16];
-
-    return h->family == 0 ||
-           memcmp(h->addr, zero, h->family == AF_INET ? 4 : 16) == 0;
-}
-
 /* listen, admin and tls.listen may not claim the same port on
  * overlapping addresses. */
 static void check_listener_overlap(checker *c)
 {
     const char *keys[] = {"listen", "admin", "tls.listen"};
     const char *addrs[] = {c->cfg->listen, c->cfg->admin, c->cfg->tls_listen};
-    hostport hp[3];
+    gw__hostport hp[3];
 
     for (size_t i = 0; i < 3; i++)
-        if (addrs[i] != NULL)
-            parse_listen(addrs[i], &hp[i], NULL);
+        if (addrs[i] != NULL && gw__parse_listen(addrs[i], &hp[i], NULL) != 0)
+            addrs[i] = NULL;
     for (size_t i = 1; i < 3; i++) {
         for (size_t j = 0; j < i; j++) {
             if (addrs[i] == NULL || addrs[j] == NULL ||
-                hp[i].port != hp[j].port)
+                !gw__listen_overlap(&hp[i], &hp[j]))
                 continue;
-            bool same = hp[i].family == hp[j].family &&
-                        memcmp(hp[i].addr, hp[j].addr, 16) == 0;
-            if (same || wildcard(&hp[i]) || wildcard(&hp[j])) {
-                size_t at = path_append(c, keys[i]);
-                problem(c, "%s overlaps %s (%s)", addrs[i], keys[j], addrs[j]);
-                path_pop(c, at);
-                break;
-            }
+            size_t at = path_append(c, keys[i]);
+            problem(c, "%s overlaps %s (%s)", addrs[i], keys[j], addrs[j]);
+            path_pop(c, at);
+            break;
         }
     }
 }
