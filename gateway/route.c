@@ -245,7 +245,8 @@ static void node_sort(node *n)
 {
     if (n == NULL)
         return;
-    qsort(n->lits, n->nlits, sizeof *n->lits, lit_cmp);
+    if (n->nlits > 1)
+        qsort(n->lits, n->nlits, sizeof *n->lits, lit_cmp);
     for (size_t i = 0; i < n->nlits; i++)
         node_sort(n->lits[i]);
     node_sort(n->param);
