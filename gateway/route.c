@@ -395,7 +395,7 @@ int gw_router_new(const gw_config *cfg, gw_router **out)
     }
     r->names = malloc(r->names_cap + 1);
     if (r->root == NULL || r->routes == NULL || r->names == NULL)
-        goto fail;
+        goto fail_router;
 
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const gw_route_cfg *rc = &cfg->routes[i];
@@ -403,20 +403,20 @@ int gw_router_new(const gw_config *cfg, gw_router **out)
 
         err = -EINVAL;
         if (rc->nparts > 0 && rc->parts == NULL)
-            goto fail;
+            goto fail_router;
         err = add_route(r, i);
         if (err != 0)
-            goto fail;
+            goto fail_router;
         all |= 1u << method_index(rc->method);
         err = -ENOMEM;
         cr->parts = calloc(rc->nparts + 1, sizeof *cr->parts);
         if (cr->parts == NULL)
-            goto fail;
+            goto fail_router;
         cr->nparts = rc->nparts;
         for (size_t j = 0; j < rc->nparts; j++) {
             err = compile_part(r, &rc->parts[j], &cr->parts[j]);
             if (err != 0)
-                goto fail;
+                goto fail_router;
         }
     }
     node_sort(r->root);
@@ -424,7 +424,7 @@ int gw_router_new(const gw_config *cfg, gw_router **out)
     *out = r;
     return 0;
 
-fail:
+fail_router:
     gw_router_free(r);
     return err;
 }
@@ -493,7 +493,12 @@ void gw_router_match(const gw_router *r, const char *method, const char *path,
     walk w = {.path = path, .len = path_len, .m = m};
     bool options = method != NULL && strcmp(method, "OPTIONS") == 0;
 
-    memset(m, 0, offsetof(gw_route_match, allow));
+    /* Field by field: params[] and most of allow[] need no clearing. */
+    m->status = 0;
+    m->error = NULL;
+    m->route = NULL;
+    m->route_index = 0;
+    m->options = false;
     m->allow[0] = '\0';
     m->nparams = 0;
     if (path == NULL || !valid_escapes(path, path_len)) {
