@@ -155,6 +155,9 @@ $(BUILD)/obj/gateway/%.o: gateway/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(GW_CFLAGS) -c $< -o $@
 
+# config.c embeds routes/demo.json with .incbin (path from the repository root).
+$(BUILD)/obj/gateway/config.o: routes/demo.json
+
 $(GW_LIB): $(GW_OBJS)
 	@mkdir -p $(@D)
 	rm -f $@ && $(AR) rcs $@ $^
