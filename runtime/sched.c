@@ -791,7 +791,9 @@ static void execute(rt_m *m, rt_g *g)
 {
     while (g != NULL) {
         atomic_store_explicit(&g->state, RT_G_RUNNING, memory_order_relaxed);
-        atomic_store_explicit(&m->curg, g, memory_order_relaxed);
+        /* Release: sysmon reads g through m->curg (acquire) and must see
+         * the G as set up by its spawner (on x86 both are plain moves). */
+        atomic_store_explicit(&m->curg, g, memory_order_release);
         count_switch(m);
         switch_to_g(m, g);
         count_switch(m);

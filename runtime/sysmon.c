@@ -118,7 +118,7 @@ static void watch_long_runs(m_seen *seen, int64_t now)
         }
         if ((sw & 1) == 0 || now - s->since < RT_LONG_RUN)
             continue;
-        rt_g *g = atomic_load_explicit(&m->curg, memory_order_relaxed);
+        rt_g *g = atomic_load_explicit(&m->curg, memory_order_acquire);
         if (g == NULL)
             continue;
         /* G memory is never unmapped while the scheduler runs, so g can

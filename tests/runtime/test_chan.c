@@ -357,13 +357,26 @@ static void crash_send_blocked_sender(void *arg)
     rt_chan_send(arg, &(int){1});
 }
 
+/* In a crash child nobody reports CHECKs: a wait that failed ends the
+ * child with a status the parent rejects (not SIGABRT). */
+static void crash_wait_parked(uint64_t n)
+{
+    rt_check_wait_parked(n);
+    if (atomic_load(&rt_check_failures) != 0)
+        _exit(3);
+}
+
 static void crash_send_closed_while_waiting(void *arg)
 {
     (void)arg;
     rt_chan *c = rt_chan_make(sizeof(int), 0);
+    uint64_t base = nwaiting();
     rt_go(crash_send_blocked_sender, c);
-    rt_sleep(20 * RT_MSEC);
-    rt_chan_close(c); /* the sender wakes and aborts */
+    crash_wait_parked(base + 1); /* the sender is queued on c */
+    rt_chan_close(c);            /* the sender wakes and aborts */
+    /* Not an ordering: the abort ends the process. This only bounds the
+     * wait, so that a sender that does not abort lets main return and the
+     * parent reports it. */
     rt_sleep(5 * RT_SEC);
 }
 
@@ -505,6 +518,9 @@ static void test_trysend_tryrecv(void **state)
 typedef struct cbstate {
     rt_chan *in;  /* buffered: the callback takes a value from it */
     rt_chan *out; /* unbuffered: the callback hands the value over */
+    rt__timer timer;
+    uint64_t parked_base; /* parked goroutines before main parks */
+    rt_waitgroup armed;   /* callback_arm has left rt__timer_start */
     _Atomic int sent, got, curg_null;
 } cbstate;
 
@@ -516,24 +532,37 @@ static void try_from_callback(rt__timer *t)
     bool ok = false;
     if (rt_chan_tryrecv(cs->in, &v, &ok) && ok)
         atomic_store(&cs->got, v);
-    /* The main goroutine is parked receiving on out by now. */
+    /* The main goroutine is parked receiving on out (callback_arm). */
     if (rt_chan_trysend(cs->out, &v))
         atomic_store(&cs->sent, 1);
+}
+
+/* Arms the timer once main is parked receiving on out, so that the
+ * callback's trysend finds it there. */
+static void callback_arm(void *arg)
+{
+    cbstate *cs = arg;
+    wait_waiting(cs->parked_base + 1);
+    rt__timer_start(&cs->timer, rt_now());
+    rt_waitgroup_done(&cs->armed);
 }
 
 static void callback_main(void *arg)
 {
     (void)arg;
     cbstate cs = {.in = make_chan(sizeof(int), 1),
-                  .out = make_chan(sizeof(int), 0)};
+                  .out = make_chan(sizeof(int), 0),
+                  .armed = RT_WAITGROUP_INIT};
     rt_chan_send(cs.in, &(int){31337});
-    rt__timer t;
-    rt__timer_init(&t, try_from_callback, &cs);
-    rt__timer_start(&t, rt_now() + 20 * RT_MSEC);
+    rt__timer_init(&cs.timer, try_from_callback, &cs);
+    cs.parked_base = nwaiting();
+    rt_waitgroup_add(&cs.armed, 1);
+    rt_go(callback_arm, &cs);
     int v = 0;
     bool ok = false;
     rt_chan_recv(cs.out, &v, &ok);
-    rt__timer_stop(&t); /* waits for the callback to return */
+    rt_waitgroup_wait(&cs.armed); /* cs outlives callback_arm */
+    rt__timer_stop(&cs.timer);    /* waits for the callback to return */
     CHECK(ok && v == 31337);
     CHECK(atomic_load(&cs.curg_null) == 1);
     CHECK(atomic_load(&cs.got) == 31337);
@@ -582,6 +611,7 @@ static void nil_main(void *arg)
     rt_go(nil_receiver, NULL);
     rt_go(nil_sender, NULL);
     wait_waiting(base + 2);
+    /* The behaviour under test: nothing wakes them for 20 ms. */
     rt_sleep(20 * RT_MSEC);
     CHECK(atomic_load(&nil_returned) == 0);
 

@@ -42,6 +42,30 @@ static bool is_closed(rt_ctx *ctx)
     return !ok;
 }
 
+/* Yield until *v >= min; CHECK-fails after 10 s. */
+static void wait_atleast(_Atomic long *v, long min)
+{
+    int64_t end = rt_now() + 10 * RT_SEC;
+    while (atomic_load(v) < min) {
+        if (rt_now() > end) {
+            CHECK(!"counter never reached its minimum");
+            return;
+        }
+        rt_yield();
+    }
+}
+
+/*
+ * Wait (CHECK-failing after 10 s) until ctx's done channel is closed. A
+ * cancel closes a node's channel before its walk reaches the node's
+ * subtree, so a descendant's err is read only once its own channel closed.
+ */
+static void wait_done(rt_ctx *ctx)
+{
+    rt_case c = RT_RECV_CASE(rt_ctx_done(ctx), NULL);
+    CHECK(rt_select_timeout(&c, 1, 10 * RT_SEC) == 0);
+}
+
 static uint64_t rnd_state = 0x9e3779b97f4a7c15ull;
 
 static uint32_t rnd(uint32_t n)
@@ -164,13 +188,20 @@ static void timeout_main(void *arg)
 static void test_timeout(void **state)
 {
     (void)state;
-    struct timeout_res r = {0};
-    run(2, timeout_main, &r);
-    assert_int_equal(r.err, -ETIMEDOUT);
-    /* Tolerance: never early; late by at most 230 ms (sanitizers, CI). */
-    if (r.elapsed < 20 * RT_MSEC || r.elapsed >= 250 * RT_MSEC)
-        fail_msg("timeout fired after %lld us, want [20, 250) ms",
-                 (long long)(r.elapsed / RT_USEC));
+    /* Tolerance: never early; late by at most 230 ms (sanitizers, CI). A
+     * late run is retried once (a loaded machine); an early one fails. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        struct timeout_res r = {0};
+        run(2, timeout_main, &r);
+        assert_int_equal(r.err, -ETIMEDOUT);
+        if (r.elapsed >= 20 * RT_MSEC && r.elapsed < 250 * RT_MSEC)
+            return;
+        if (r.elapsed < 20 * RT_MSEC || attempt == 1)
+            fail_msg("timeout fired after %lld us, want [20, 250) ms",
+                     (long long)(r.elapsed / RT_USEC));
+        print_message("timeout fired after %lld us, retrying\n",
+                      (long long)(r.elapsed / RT_USEC));
+    }
 }
 
 /* --------------------------------------------- cancel racing a deadline */
@@ -178,14 +209,13 @@ static void test_timeout(void **state)
 struct race {
     rt_ctx *ctx;
     rt_waitgroup wg;
-    _Atomic int go;
+    _Atomic long go;
 };
 
 static void race_canceller(void *arg)
 {
     struct race *r = arg;
-    while (!atomic_load(&r->go))
-        rt_yield(); /* cooperative: let main run to start the race */
+    wait_atleast(&r->go, 1); /* yields: let main run to start the race */
     rt_ctx_cancel(r->ctx);
     rt_waitgroup_done(&r->wg);
 }
@@ -510,7 +540,7 @@ static void test_values(void **state)
 
 static void deadline_main(void *arg)
 {
-    (void)arg;
+    bool *alone = arg;
     int64_t now = rt_now();
     rt_ctx *p = rt_ctx_with_timeout(rt_ctx_background(), 30 * RT_MSEC);
     int64_t pd = rt_ctx_deadline(p);
@@ -527,18 +557,23 @@ static void deadline_main(void *arg)
     rt_ctx *c = rt_ctx_with_cancel(v);
     CHECK(rt_ctx_deadline(c) == pd - 20 * RT_MSEC);
 
-    /* The sooner one fires first, alone. */
+    /* The sooner one fires first, alone: p's deadline is 20 ms later (a
+     * timing check: the test retries once). */
     rt_chan_recv(rt_ctx_done(sooner), NULL, NULL);
+    *alone = rt_ctx_err(p) == 0 && rt_ctx_err(later) == 0;
     CHECK(rt_now() >= pd - 20 * RT_MSEC);
     CHECK(rt_ctx_err(sooner) == -ETIMEDOUT);
+    wait_done(c);
     CHECK(rt_ctx_err(c) == -ETIMEDOUT);
-    CHECK(rt_ctx_err(p) == 0 && rt_ctx_err(later) == 0);
 
-    /* Then the parent's, which the later child inherited. */
+    /* Then the parent's, which the later child inherited (later has no
+     * timer of its own: p's cancel set p's err before closing later's
+     * channel). */
     rt_chan_recv(rt_ctx_done(later), NULL, NULL);
     CHECK(rt_now() >= pd);
     CHECK(rt_ctx_err(p) == -ETIMEDOUT);
     CHECK(rt_ctx_err(later) == -ETIMEDOUT);
+    wait_done(later_abs);
     CHECK(rt_ctx_err(later_abs) == -ETIMEDOUT);
 
     rt_ctx_release(c);
@@ -552,7 +587,16 @@ static void deadline_main(void *arg)
 static void test_deadline_inheritance(void **state)
 {
     (void)state;
-    run(2, deadline_main, NULL);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool alone = false;
+        run(2, deadline_main, &alone);
+        if (alone)
+            return;
+        print_message("the parent was done too when the sooner deadline "
+                      "was seen%s\n",
+                      attempt == 0 ? ", retrying" : "");
+    }
+    fail_msg("the sooner deadline did not fire alone, twice");
 }
 
 /* ------------------------------------------------------------ references */
@@ -596,13 +640,19 @@ static void test_refcounts(void **state)
 
 struct selectst {
     rt_ctx *ctx;
+    rt_ctx *canceller_ref; /* owned by select_canceller */
+    uint64_t parked_base;  /* parked goroutines before main selects */
+    _Atomic int cancelling;
 };
 
-/* Owns the reference its spawner took for it. */
+/* Cancels once main's select has waited 5 ms on nothing ready. */
 static void select_canceller(void *arg)
 {
-    rt_ctx *ctx = arg;
-    rt_sleep(5 * RT_MSEC);
+    struct selectst *s = arg;
+    rt_ctx *ctx = s->canceller_ref;
+    rt_check_wait_parked(s->parked_base + 1);
+    rt_sleep(5 * RT_MSEC); /* behaviour: the select stays blocked */
+    atomic_store(&s->cancelling, 1);
     rt_ctx_cancel(ctx);
     rt_ctx_unref(ctx);
 }
@@ -618,14 +668,17 @@ static void select_main(void *arg)
     CHECK(rt_select_default(none, 2) == -EAGAIN);
     CHECK(rt_select_timeout(none, 2, RT_MSEC) == -ETIMEDOUT);
 
-    rt_go(select_canceller, rt_ctx_ref(s->ctx));
+    s->canceller_ref = rt_ctx_ref(s->ctx);
+    s->parked_base = rt_check_parked();
     int v;
     rt_case cases[] = {RT_RECV_CASE(work, &v),
                        RT_RECV_CASE(rt_ctx_done(s->ctx), NULL)};
     int64_t t0 = rt_now();
+    rt_go(select_canceller, s);
     int i = rt_select(cases, 2);
     CHECK(i == 1);
     CHECK(!cases[1].ok);
+    CHECK(atomic_load(&s->cancelling) == 1); /* not woken before */
     CHECK(rt_now() - t0 >= 5 * RT_MSEC);
     CHECK(rt_ctx_err(s->ctx) == -ECANCELED);
 
@@ -701,8 +754,7 @@ static void churn_main(void *arg)
     rt_waitgroup_add(&s->wg, n);
     for (int i = 0; i < n; i++)
         rt_go(churn_worker, s);
-    while (atomic_load(&s->made) < 1000)
-        rt_sleep(100 * RT_USEC);
+    wait_atleast(&s->made, 1000);
     rt_ctx_cancel(s->parent);
     rt_waitgroup_wait(&s->wg);
     CHECK(atomic_load(&s->done_at_birth) > 0);

@@ -40,6 +40,19 @@
 #define nwaiting rt_check_parked
 #define wait_waiting rt_check_wait_parked
 
+/* Yield until *flag is set; CHECK-fails after 10 s. */
+static void wait_flag(_Atomic int *flag)
+{
+    int64_t end = rt_now() + 10 * RT_SEC;
+    while (!atomic_load(flag)) {
+        if (rt_now() > end) {
+            CHECK(!"flag never set");
+            return;
+        }
+        rt_yield();
+    }
+}
+
 static rt_chan *make_chan(size_t elem_size, size_t cap)
 {
     rt_chan *c = rt_chan_make(elem_size, cap);
@@ -140,10 +153,18 @@ static void test_default_when_none_ready(void **state)
 
 /* ------------------------------------------------------------- timeout */
 
-static void timeout_sender(void *arg)
+typedef struct late_send {
+    rt_chan *c;
+    uint64_t parked_base; /* parked goroutines before main selects */
+    int v;
+} late_send;
+
+/* Sends once main is parked in its select. */
+static void late_sender(void *arg)
 {
-    rt_sleep(10 * RT_MSEC);
-    rt_chan_send(arg, &(int){77});
+    late_send *ls = arg;
+    wait_waiting(ls->parked_base + 1);
+    rt_chan_send(ls->c, &ls->v);
 }
 
 static void timeout_main(void *arg)
@@ -186,16 +207,18 @@ static void timeout_main(void *arg)
     rt_case rc[] = {RT_RECV_CASE(a, &v), RT_RECV_CASE(r, &v)};
     CHECK(rt_select_deadline(rc, 2, 0) == 1 && v == 4);
 
-    /* A value that comes before the deadline wins; the timer must not
-     * wake us later (the sleep below would be cut short or crash). */
-    rt_go(timeout_sender, b);
+    /* A value that comes while the select waits with its timer armed
+     * wins; the timer must not wake us later (the sleep below would be
+     * cut short or crash). */
+    late_send ls = {.c = b, .parked_base = nwaiting(), .v = 77};
+    rt_go(late_sender, &ls);
     t0 = rt_now();
     v = 0;
     CHECK(rt_select_timeout(cs, 2, 1 * RT_SEC) == 1);
     CHECK(v == 77 && cs[1].ok);
     CHECK(rt_now() - t0 < 500 * RT_MSEC);
     t0 = rt_now();
-    rt_sleep(30 * RT_MSEC);
+    rt_sleep(30 * RT_MSEC); /* behaviour: not cut short by a stale timer */
     CHECK(rt_now() - t0 >= 30 * RT_MSEC);
 
     rt_chan_free(a);
@@ -213,7 +236,8 @@ static void test_timeout(void **state)
 /* Tiny timeouts racing a sender that uses trysend: every value is either
  * received by the select or still pending, never lost or doubled. */
 typedef struct race {
-    rt_chan *c; /* unbuffered */
+    rt_chan *c;        /* unbuffered */
+    rt_waitgroup done; /* the sender has stopped */
     _Atomic int stop;
     _Atomic int64_t sent;
 } race;
@@ -229,12 +253,14 @@ static void race_sender(void *arg)
         }
         rt_yield();
     }
+    rt_waitgroup_done(&r->done);
 }
 
 static void race_main(void *arg)
 {
     (void)arg;
-    race r = {.c = make_chan(sizeof(int64_t), 0)};
+    race r = {.c = make_chan(sizeof(int64_t), 0), .done = RT_WAITGROUP_INIT};
+    rt_waitgroup_add(&r.done, 1);
     rt_go(race_sender, &r);
     int64_t got = 0, expect = 1, timeouts = 0;
     for (int i = 0; i < 3000; i++) {
@@ -251,7 +277,7 @@ static void race_main(void *arg)
         }
     }
     atomic_store(&r.stop, 1);
-    rt_sleep(5 * RT_MSEC); /* let the sender see stop */
+    rt_waitgroup_wait(&r.done); /* r.sent is final */
     CHECK(got == atomic_load(&r.sent));
     CHECK(timeouts > 0);
     rt_chan_free(r.c);
@@ -359,31 +385,38 @@ static void test_close_wakes_many_selects(void **state)
 /* ------------------------------------------------------- send and recv */
 
 typedef struct mixed {
-    rt_chan *to_sel;   /* the select receives from it */
-    rt_chan *from_sel; /* the select sends on it */
+    rt_chan *to_sel;      /* the select receives from it */
+    rt_chan *from_sel;    /* the select sends on it */
+    uint64_t parked_base; /* parked goroutines before main selects */
+    _Atomic int round2;   /* main is past its first select */
 } mixed;
 
 static void mixed_partner(void *arg)
 {
     mixed *m = arg;
-    /* Round 1: take the select's value. Round 2: give it one. */
+    /* Round 1: take the select's value. Round 2: give it one, once the
+     * select waits on both cases. */
     int v = 0;
     rt_chan_recv(m->from_sel, &v, NULL);
     CHECK(v == 100);
-    rt_sleep(5 * RT_MSEC);
+    wait_flag(&m->round2);
+    wait_waiting(m->parked_base + 1);
     rt_chan_send(m->to_sel, &(int){200});
 }
 
 static void mixed_main(void *arg)
 {
     (void)arg;
-    mixed m = {make_chan(sizeof(int), 0), make_chan(sizeof(int), 0)};
+    mixed m = {.to_sel = make_chan(sizeof(int), 0),
+               .from_sel = make_chan(sizeof(int), 0),
+               .parked_base = nwaiting()};
     rt_go(mixed_partner, &m);
     int in = -1, out = 100;
     rt_case cs[] = {RT_SEND_CASE(m.from_sel, &out),
                     RT_RECV_CASE(m.to_sel, &in)};
     CHECK(rt_select(cs, 2) == 0);
     CHECK(in == -1);
+    atomic_store(&m.round2, 1);
     CHECK(rt_select(cs, 2) == 1);
     CHECK(in == 200 && cs[1].ok);
     rt_chan_free(m.to_sel);
@@ -399,30 +432,43 @@ static void test_send_and_recv_mixed(void **state)
 
 /* Two selects meet on cs[0]; their other cases (cs[1], cs[2]) never
  * have a partner. */
+typedef struct meet {
+    rt_chan *cs[3];
+    rt_waitgroup done; /* the sender's select has returned */
+} meet;
+
 static void select_sender(void *arg)
 {
-    rt_chan **cs = arg;
+    meet *m = arg;
     int v = 41;
-    rt_case c[] = {RT_RECV_CASE(cs[2], NULL), RT_SEND_CASE(cs[0], &v)};
+    rt_case c[] = {RT_RECV_CASE(m->cs[2], NULL), RT_SEND_CASE(m->cs[0], &v)};
     CHECK(rt_select(c, 2) == 1);
+    rt_waitgroup_done(&m->done);
 }
 
 static void select_meets_select_main(void *arg)
 {
     (void)arg;
-    rt_chan *cs[3] = {make_chan(sizeof(int), 0), make_chan(sizeof(int), 0),
-                      make_chan(sizeof(int), 0)};
+    meet m = {.cs = {make_chan(sizeof(int), 0), make_chan(sizeof(int), 0),
+                     make_chan(sizeof(int), 0)},
+              .done = RT_WAITGROUP_INIT};
+    uint64_t base = nwaiting();
     for (int i = 0; i < 200; i++) {
-        rt_go(select_sender, cs);
+        rt_waitgroup_add(&m.done, 1);
+        rt_go(select_sender, &m);
         if (i % 2)
-            rt_sleep(RT_MSEC); /* the sender parks first */
+            wait_waiting(base + 1); /* the sender parks first */
         int v = 0;
-        rt_case c[] = {RT_RECV_CASE(cs[0], &v), RT_SEND_CASE(cs[1], &v)};
+        rt_case c[] = {RT_RECV_CASE(m.cs[0], &v), RT_SEND_CASE(m.cs[1], &v)};
         CHECK(rt_select(c, 2) == 0);
         CHECK(v == 41 && c[0].ok);
+        /* The sender is out of its select (it unlinks its sudogs after
+         * waking), so it is not counted parked in the next round, and the
+         * channels can be freed after the last. */
+        rt_waitgroup_wait(&m.done);
     }
     for (int i = 0; i < 3; i++)
-        rt_chan_free(cs[i]);
+        rt_chan_free(m.cs[i]);
 }
 
 static void test_select_meets_select(void **state)
@@ -502,18 +548,29 @@ static void test_fairness(void **state)
 
 /* --------------------------------------------- one channel, two cases */
 
+/* A partner of a select blocked on u: it comes once main is parked. */
+typedef struct partner {
+    rt_chan *u;
+    uint64_t parked_base; /* parked goroutines before main selects */
+    rt_waitgroup done;    /* partners that have finished with u */
+} partner;
+
 static void two_cases_sender(void *arg)
 {
-    rt_sleep(5 * RT_MSEC);
-    rt_chan_send(arg, &(int){5});
+    partner *p = arg;
+    wait_waiting(p->parked_base + 1);
+    rt_chan_send(p->u, &(int){5});
+    rt_waitgroup_done(&p->done);
 }
 
 static void two_cases_receiver(void *arg)
 {
-    rt_sleep(5 * RT_MSEC);
+    partner *p = arg;
+    wait_waiting(p->parked_base + 1);
     int v = 0;
-    rt_chan_recv(arg, &v, NULL);
+    rt_chan_recv(p->u, &v, NULL);
     CHECK(v == 6);
+    rt_waitgroup_done(&p->done);
 }
 
 static void same_chan_main(void *arg)
@@ -536,10 +593,12 @@ static void same_chan_main(void *arg)
     /* Blocked on both: exactly one case takes the value, and no sudog is
      * left behind in the queue. */
     rt_chan *u = make_chan(sizeof(int), 0);
+    partner p = {.u = u, .parked_base = nwaiting(), .done = RT_WAITGROUP_INIT};
     for (int round = 0; round < 20; round++) {
         v0 = v1 = -1;
         rt_case cu[] = {RT_RECV_CASE(u, &v0), RT_RECV_CASE(u, &v1)};
-        rt_go(two_cases_sender, u);
+        rt_waitgroup_add(&p.done, 1);
+        rt_go(two_cases_sender, &p);
         int k = rt_select(cu, 2);
         CHECK(k == 0 || k == 1);
         CHECK((k == 0 ? v0 : v1) == 5);
@@ -553,10 +612,11 @@ static void same_chan_main(void *arg)
         int in = -1, out = 6;
         rt_case cm[] = {RT_SEND_CASE(u, &out), RT_RECV_CASE(u, &in)};
         bool send = round % 2 == 0;
+        rt_waitgroup_add(&p.done, 1);
         if (send)
-            rt_go(two_cases_receiver, u);
+            rt_go(two_cases_receiver, &p);
         else
-            rt_go(two_cases_sender, u);
+            rt_go(two_cases_sender, &p);
         int k = rt_select(cm, 2);
         CHECK(k == (send ? 0 : 1));
         if (!send)
@@ -564,7 +624,7 @@ static void same_chan_main(void *arg)
         CHECK(!rt_chan_trysend(u, &(int){1}));
         CHECK(!rt_chan_tryrecv(u, NULL, NULL));
     }
-    rt_sleep(10 * RT_MSEC); /* let the last partner finish */
+    rt_waitgroup_wait(&p.done); /* every partner is done with u */
     rt_chan_free(u);
 }
 
@@ -578,12 +638,6 @@ static void test_same_channel_twice(void **state)
 /* -------------------------------------------------- many cases (heap) */
 
 #define NBIG 40
-
-static void big_sender(void *arg)
-{
-    rt_sleep(5 * RT_MSEC);
-    rt_chan_send(arg, &(int){123});
-}
 
 static void big_main(void *arg)
 {
@@ -600,7 +654,8 @@ static void big_main(void *arg)
     CHECK(rt_select(cases, NBIG) == 17 && v == 17);
 
     /* Blocked on many, woken by one. */
-    rt_go(big_sender, cs[22]);
+    late_send ls = {.c = cs[22], .parked_base = nwaiting(), .v = 123};
+    rt_go(late_sender, &ls);
     CHECK(rt_select(cases, NBIG) == 22 && v == 123);
     CHECK(rt_select_timeout(cases, NBIG, 2 * RT_MSEC) == -ETIMEDOUT);
     for (int i = 0; i < NBIG; i++) {
@@ -636,13 +691,26 @@ static void crash_select_sender(void *arg)
     rt_select(cs, 2);
 }
 
+/* In a crash child nobody reports CHECKs: a wait that failed ends the
+ * child with a status the parent rejects (not SIGABRT). */
+static void crash_wait_parked(uint64_t n)
+{
+    rt_check_wait_parked(n);
+    if (atomic_load(&rt_check_failures) != 0)
+        _exit(3);
+}
+
 static void crash_select_send_closed_while_waiting(void *arg)
 {
     (void)arg;
     rt_chan *c[2] = {rt_chan_make(sizeof(int), 0), rt_chan_make(1, 0)};
+    uint64_t base = nwaiting();
     rt_go(crash_select_sender, c);
-    rt_sleep(20 * RT_MSEC);
+    crash_wait_parked(base + 1); /* the sender is queued on both */
     rt_chan_close(c[0]);
+    /* Not an ordering: the abort ends the process. This only bounds the
+     * wait, so that a sender that does not abort lets main return and the
+     * parent reports it. */
     rt_sleep(5 * RT_SEC);
 }
 
