@@ -457,8 +457,14 @@ static void test_body_too_large(void **state)
 static void test_transfer_encoding_not_chunked(void **state)
 {
     gw_http_parser *p = *state;
-    static const char *const codings[] = {
-        "gzip", "gzip, chunked", "chunked, chunked", "identity", "chunked;x",
+    /* Contract of 2026-11-30: 501 only for another coding before a final
+     * chunked; every other Transfer-Encoding but chunked is a 400. */
+    static const struct {
+        const char *coding;
+        int status;
+    } codings[] = {
+        {"gzip", 400},     {"gzip, chunked", 501}, {"chunked, chunked", 400},
+        {"identity", 400}, {"chunked;x", 400},
     };
     char req[256];
     size_t used;
@@ -467,8 +473,8 @@ static void test_transfer_encoding_not_chunked(void **state)
         snprintf(req, sizeof(req),
                  "POST / HTTP/1.1\r\nHost: a\r\n"
                  "Transfer-Encoding: %s\r\n\r\n0\r\n\r\n",
-                 codings[i]);
-        assert_rejected(p, feed_str(p, req, &used), 501);
+                 codings[i].coding);
+        assert_rejected(p, feed_str(p, req, &used), codings[i].status);
         gw_http_parser_reset(p);
     }
     /* Two Transfer-Encoding lines are "chunked, chunked". */
@@ -478,7 +484,7 @@ static void test_transfer_encoding_not_chunked(void **state)
                              "Transfer-Encoding: chunked\r\n"
                              "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
                              &used),
-                    501);
+                    400);
     gw_http_parser_reset(p);
     /* Coding names are case-insensitive. */
     assert_int_equal(feed_str(p,
