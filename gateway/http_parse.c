@@ -14,8 +14,8 @@
  *   unknown method, lower-case method  HPE_INVALID_METHOD  -> 400
  *   byte outside 0x21-0x7e in the target (CTL, DEL, tab, obs-text)
  *                                      HPE_INVALID_URL     -> 400
- *   "HTTP/1.2", "HTTP/3.0", "HTTP/9.9" HPE_INVALID_VERSION at the CR
- *                                      (well-formed, unsupported) -> 505
+ *   "HTTP/1.2", "HTTP/3.0", "HTTP/9.9" HPE_INVALID_VERSION at the
+ *                                      last digit (well-formed) -> 505
  *   "HTTP/1.10", "HTTP/11.1", "HTTP/1.1 " HPE_INVALID_VERSION  -> 400
  *   whitespace before a colon, a name that is not a token
  *                                      HPE_INVALID_HEADER_TOKEN -> 400
@@ -35,9 +35,15 @@
  *   a chunk size with a non-hex byte, "+", "0x", BWS
  *                                      HPE_INVALID_CHUNK_SIZE -> 400
  *   a chunk size over 64 bits          HPE_INVALID_CHUNK_SIZE -> 413
- *   a chunk extension off its grammar (also BWS around ";" and "=",
- *   which RFC 9112 7.1.1 tolerates: stricter, and senders MUST NOT send
- *   it), missing CRLF after chunk data  HPE_STRICT -> 400
+ *   a chunk extension off its grammar, missing CRLF after chunk data
+ *                                      HPE_STRICT -> 400
+ *   (but an empty extension value, "5;a=", passes llhttp: checked here,
+ *   on_chunk_extension_value_complete -> 400)
+ *   llhttp 8.1 is stricter than RFC 9112 7.1.1 for chunk extensions:
+ *   BWS around ";" and "=" (senders MUST NOT send it), a quoted-pair in
+ *   a quoted value, and any extension after one with a token value
+ *   ("5;a=b;c", HPE_INVALID_CHUNK_SIZE) are refused with a 400. No
+ *   lenient flag fixes this; clients practically never send extensions.
  *   "PRI * HTTP/2.0" (the HTTP/2 preface)  HPE_PAUSED_H2_UPGRADE -> 505
  *                                      (caught first as version 2.0)
  *
@@ -443,10 +449,15 @@ static int on_version_complete(llhttp_t *ll)
     return 0;
 }
 
-/* A version llhttp refused: "D.D" ending at the CR is well-formed. */
-static bool version_well_formed(const gw_http_parser *p, int stop)
+/*
+ * llhttp refused the version. It refuses a well-formed but unsupported
+ * one ("1.2") at its last digit, before on_version_complete and before it
+ * sees the next byte; a malformed one ("1.10", "1.1 ") after it, or
+ * earlier ("11.1", "1.x"). So: DIGIT "." DIGIT read, not completed: 505.
+ */
+static bool version_unsupported(const gw_http_parser *p)
 {
-    return stop == '\r' && p->version_len == 3 && is_digit(p->version[0]) &&
+    return !p->version_done && p->version_len == 3 && is_digit(p->version[0]) &&
            p->version[1] == '.' && is_digit(p->version[2]);
 }
 
@@ -840,6 +851,25 @@ static int on_body(llhttp_t *ll, const char *at, size_t len)
     return 0;
 }
 
+static int on_chunk_extension_value(llhttp_t *ll, const char *at, size_t len)
+{
+    (void)at;
+    from_ll(ll)->ext_value_len += len;
+    return 0;
+}
+
+/* llhttp 8.1 accepts "5;a=": chunk-ext-val is 1*tchar or quoted-string. */
+static int on_chunk_extension_value_complete(llhttp_t *ll)
+{
+    gw_http_parser *p = from_ll(ll);
+    bool empty = p->ext_value_len == 0;
+
+    p->ext_value_len = 0;
+    if (empty)
+        return reject(p, 400, "invalid chunk extension");
+    return 0;
+}
+
 /* A chunk growing the body over the cap is a 413 before its data. At the
  * last chunk, pause: the trailer section starts where llhttp stops. */
 static int on_chunk_header(llhttp_t *ll)
@@ -919,9 +949,8 @@ static bool number_overflow(const llhttp_t *ll)
                            strcmp(why, "Chunk size overflow") == 0);
 }
 
-/* Turns an llhttp error into a rejection; stop is the byte it stopped at
- * (-1 when none). */
-static int map_llhttp_error(gw_http_parser *p, llhttp_errno_t e, int stop)
+/* Turns an llhttp error into a rejection with a status and message. */
+static int map_llhttp_error(gw_http_parser *p, llhttp_errno_t e)
 {
     switch (e) {
     case HPE_INVALID_METHOD:
@@ -929,7 +958,7 @@ static int map_llhttp_error(gw_http_parser *p, llhttp_errno_t e, int stop)
     case HPE_INVALID_URL:
         return reject(p, 400, "invalid request target");
     case HPE_INVALID_VERSION:
-        if (version_well_formed(p, stop))
+        if (version_unsupported(p))
             return reject(p, 505, "HTTP version not supported");
         return reject(p, 400, "malformed request line");
     case HPE_PAUSED_H2_UPGRADE:
@@ -993,6 +1022,9 @@ int gw_http_parser_init(gw_http_parser *p, const gw_http_limits *limits,
     p->settings.on_header_value_complete = on_header_value_complete;
     p->settings.on_headers_complete = on_headers_complete;
     p->settings.on_body = on_body;
+    p->settings.on_chunk_extension_value = on_chunk_extension_value;
+    p->settings.on_chunk_extension_value_complete =
+        on_chunk_extension_value_complete;
     p->settings.on_chunk_header = on_chunk_header;
     p->settings.on_message_complete = on_message_complete;
     llhttp_init(&p->ll, HTTP_REQUEST, &p->settings);
@@ -1053,6 +1085,7 @@ void gw_http_parser_next(gw_http_parser *p)
     p->host_idx = 0;
     p->has_cl = false;
     p->has_te = false;
+    p->ext_value_len = 0;
     p->trailers = false;
     p->trailer_raw = 0;
     p->started = false;
@@ -1127,7 +1160,7 @@ int gw_http_parser_feed(gw_http_parser *p, const char *data, size_t len,
         if (e == HPE_OK)
             return -EAGAIN;
         if (e != HPE_PAUSED) {
-            map_llhttp_error(p, e, off < len ? (unsigned char)data[off] : -1);
+            map_llhttp_error(p, e);
             return p->err;
         }
         llhttp_resume(&p->ll);

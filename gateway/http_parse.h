@@ -145,19 +145,20 @@ typedef struct gw_http_parser {
     int scan_line;     /* 0 before, 1 in, 2 past the request line */
     bool head_overrun; /* target did not fit in head (431 unless 414) */
     bool url_done;
-    bool version_done; /* a supported HTTP version was read */
+    bool version_done; /* llhttp completed the version (any it knows) */
     char version[3];   /* the first bytes of the version ("1.1") */
     size_t version_len;
-    bool head_done;    /* llhttp is past the head (paused there once) */
-    bool head_checked; /* the head passed check_head(); req filled in */
-    bool stop_at_head; /* feed returns GW_HTTP_HEAD after each head */
-    bool in_field;     /* a header name is being read */
-    size_t field_len;  /* bytes of that name so far */
-    bool in_value;     /* a header value is being read */
-    size_t host_idx;   /* index + 1 of the Host header, 0 = none yet */
-    bool has_cl;       /* a Content-Length header was read */
-    bool has_te;       /* a Transfer-Encoding header was read */
-    bool trailers;     /* past the last chunk: header lines are trailers */
+    bool head_done;       /* llhttp is past the head (paused there once) */
+    bool head_checked;    /* the head passed check_head(); req filled in */
+    bool stop_at_head;    /* feed returns GW_HTTP_HEAD after each head */
+    bool in_field;        /* a header name is being read */
+    size_t field_len;     /* bytes of that name so far */
+    bool in_value;        /* a header value is being read */
+    size_t host_idx;      /* index + 1 of the Host header, 0 = none yet */
+    bool has_cl;          /* a Content-Length header was read */
+    bool has_te;          /* a Transfer-Encoding header was read */
+    size_t ext_value_len; /* bytes of the chunk extension value so far */
+    bool trailers;        /* past the last chunk: header lines are trailers */
     size_t trailer_raw;
 
     gw_http_header *hdrs;
