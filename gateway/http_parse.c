@@ -120,8 +120,10 @@
  *    (scan_prev carries the last byte across slices) for what llhttp does
  *    not see as lines: bare LF, bare CR, folding, the request line's
  *    spaces. llhttp pauses in on_chunk_header for the last chunk, so the
- *    trailer section starts exactly at a slice boundary; on an llhttp
- *    error the byte it stopped at is scanned too, so a bare CR is named.
+ *    trailer section starts exactly at a slice boundary. On an llhttp
+ *    error the refused byte is scanned too, so a bare CR or LF there is
+ *    named (not for the errors llhttp reports one byte past their cause,
+ *    whose answer must not depend on where a slice ends).
  *  - check_head() runs once per request, when llhttp has paused at the end
  *    of the head and before it reads any body byte; head_checked then
  *    says the request fields are final. In stop-at-head mode feed returns
@@ -1102,10 +1104,21 @@ void gw_http_parser_reset(gw_http_parser *p)
 }
 
 /*
+ * llhttp reports most errors at the byte it refused, but an unsupported
+ * version and a number over 64 bits one byte past their last digit: that
+ * byte is not part of the fault.
+ */
+static bool error_past_cause(const gw_http_parser *p, llhttp_errno_t e)
+{
+    return (e == HPE_INVALID_VERSION && version_unsupported(p)) ||
+           number_overflow(&p->ll);
+}
+
+/*
  * One llhttp_execute() over data[off, len): returns the offset where it
  * stopped and applies the head and trailer accounting and the line scan
- * to the bytes it went through (and, on an error, to the byte it stopped
- * at).
+ * to the bytes it went through, and on an error to the byte llhttp
+ * refused (so a bare CR or LF there is named as such).
  */
 static size_t exec_slice(gw_http_parser *p, const char *data, size_t off,
                          size_t len, llhttp_errno_t *e)
@@ -1115,9 +1128,12 @@ static size_t exec_slice(gw_http_parser *p, const char *data, size_t off,
 
     *e = llhttp_execute(&p->ll, data + off, len - off);
     end = *e == HPE_OK ? len : (size_t)(llhttp_get_error_pos(&p->ll) - data);
-    scan_end = *e != HPE_OK && *e != HPE_PAUSED && end < len ? end + 1 : end;
     if (p->err != 0 || !(in_head || in_trailers))
         return end;
+    scan_end = end;
+    if (*e != HPE_OK && *e != HPE_PAUSED && end < len &&
+        !error_past_cause(p, *e))
+        scan_end++;
     scan_lines(p, data + off, scan_end - off);
     if (in_head) {
         p->head_raw += end - off;

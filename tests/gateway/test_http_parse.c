@@ -85,6 +85,14 @@ static void assert_rejected(gw_http_parser *p, int rc, int status)
     assert_int_equal(feed_str(p, "GET / HTTP/1.1\r\n", &used), -EPROTO);
 }
 
+/* Requests built around one line or one value under test. */
+#define GET_H(lines) "GET / HTTP/1.1\r\nHost: a\r\n" lines "\r\n"
+#define POST_TE(te, body)                                                      \
+    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " te "\r\n\r\n" body
+#define POST_CL(cl)                                                            \
+    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " cl "\r\n\r\n"
+#define CHUNKED(body) POST_TE("chunked", body)
+
 static void test_simple_get(void **state)
 {
     gw_http_parser *p = *state;
@@ -422,6 +430,30 @@ static void test_headers_too_large(void **state)
     gw_http_parser_free(&q);
 }
 
+/* Trailers are checked, not kept, and have a limit of their own. */
+static void test_trailers_too_large(void **state)
+{
+    gw_http_limits lim = {.max_header_bytes = 80};
+    char req[256], big[64];
+    gw_http_parser q;
+    size_t used;
+
+    (void)state;
+    memset(big, 'v', sizeof big);
+    assert_int_equal(gw_http_parser_init(&q, &lim, NULL, NULL), 0);
+    /* "T: " + 40 + CRLF, twice, + CRLF: 92 bytes of trailer section. */
+    snprintf(req, sizeof req, CHUNKED("0\r\nT: %.40s\r\nU: %.40s\r\n\r\n"), big,
+             big);
+    assert_rejected(&q, feed_str(&q, req, &used), 431);
+    gw_http_parser_reset(&q);
+    assert_rejected(&q, feed_bytewise(&q, req, &used), 431);
+    gw_http_parser_reset(&q);
+    snprintf(req, sizeof req, CHUNKED("0\r\nT: %.40s\r\n\r\n"), big);
+    assert_int_equal(feed_str(&q, req, &used), 0);
+    assert_int_equal(gw_http_parser_request(&q)->nheaders, 2);
+    gw_http_parser_free(&q);
+}
+
 static void test_body_too_large(void **state)
 {
     gw_http_limits lim = {.max_body_bytes = 10};
@@ -605,13 +637,6 @@ struct reject_case {
     const char *message; /* NULL: any */
 };
 
-#define GET_H(lines) "GET / HTTP/1.1\r\nHost: a\r\n" lines "\r\n"
-#define POST_TE(te, body)                                                      \
-    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " te "\r\n\r\n" body
-#define POST_CL(cl)                                                            \
-    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " cl "\r\n\r\n"
-#define CHUNKED(body) POST_TE("chunked", body)
-
 static const struct reject_case reject_cases[] = {
     /* Transfer-Encoding: exactly chunked, else 400; 501 for <x>, chunked */
     {POST_TE("gzip", "0\r\n\r\n"), 400, "final transfer coding not chunked"},
@@ -656,6 +681,8 @@ static const struct reject_case reject_cases[] = {
     {"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "HTTP version not supported"},
     {"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505, "HTTP version not supported"},
     {"GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505, "HTTP version not supported"},
+    /* Refused at its last digit: the LF after it is never looked at. */
+    {"GET / HTTP/1.2\nHost: a\r\n\r\n", 505, "HTTP version not supported"},
     {"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "HTTP version not supported"},
     {"PRI * HTTP/1.1\r\n\r\n", 400, "malformed request line"},
     {"GET /\r\n", 400, "missing HTTP version"},
@@ -760,6 +787,8 @@ static const struct reject_case reject_cases[] = {
     {POST_CL("18446744073709551615"), 413, "request body too large"},
     {POST_CL("18446744073709551616"), 413, "request body too large"},
     {POST_CL("99999999999999999999999"), 413, "request body too large"},
+    {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\n",
+     413, "request body too large"},
 
     /* chunk sizes and extensions off the grammar */
     {CHUNKED("5 \r\nhello\r\n0\r\n\r\n"), 400, "invalid chunk size"},
@@ -1379,6 +1408,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_target_too_long, setup, teardown),
         cmocka_unit_test(test_headers_too_large),
         cmocka_unit_test(test_body_too_large),
+        cmocka_unit_test(test_trailers_too_large),
         cmocka_unit_test_setup_teardown(test_transfer_encoding_not_chunked,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_obsolete_line_folding, setup,
