@@ -50,7 +50,7 @@
  *   let through by llhttp, checked here                    -> status
  *   "HTTP/2.0", "HTTP/0.9" (llhttp's list)  on_version_complete -> 505
  *   no version at all ("GET /\r\n", HTTP/0.9): llhttp calls it 0.9
- *                      request-line scan, on_headers_complete -> 400
+ *            request-line scan, on_url_complete, on_headers_complete -> 400
  *   PRI with HTTP/1.x (only the HTTP/2 preface uses it)          -> 400
  *   CONNECT, TRACE                             on_method_complete -> 501
  *   two spaces between request-line parts      request-line scan -> 400
@@ -108,22 +108,23 @@
  *    as llhttp reports them; pieces of one token arrive in order, so every
  *    token is contiguous and pointers into head stay valid until the
  *    request is released. head_len <= max_header_bytes always.
- *  - head_raw counts the exact raw bytes of the request line and header
- *    section: feed pauses llhttp in on_headers_complete, so the end of the
- *    head inside a slice is known. head_est is a lower bound of the same
- *    count (stored bytes plus line overhead) checked as bytes arrive, so a
- *    single huge slice cannot grow the header array without bound.
- *  - A target over GW_HTTP_MAX_TARGET_BYTES is a 414 even when it also
- *    overruns max_header_bytes: while the target is being read an overrun
- *    is only noted (head_overrun) and becomes a 431 once it ends.
+ *  - The line scan counts the raw bytes of the head (request line,
+ *    headers, final CRLF, and any empty lines before the request line) and
+ *    of the trailer section, and refuses the byte that crosses
+ *    max_header_bytes (431) before llhttp sees it; so the stored tokens,
+ *    a subset of those bytes, always fit in head, and the header array
+ *    is bounded too. A target over GW_HTTP_MAX_TARGET_BYTES is a 414 even
+ *    when it also overruns max_header_bytes: while the target is being
+ *    read the 431 waits for its end (on_url notes head_overrun meanwhile
+ *    and stores no more).
  *  - The raw bytes of the head and of the trailer section are scanned
- *    (scan_prev carries the last byte across slices) for what llhttp does
- *    not see as lines: bare LF, bare CR, folding, the request line's
- *    spaces. llhttp pauses in on_chunk_header for the last chunk, so the
- *    trailer section starts exactly at a slice boundary. On an llhttp
- *    error the refused byte is scanned too, so a bare CR or LF there is
- *    named (not for the errors llhttp reports one byte past their cause,
- *    whose answer must not depend on where a slice ends).
+ *    ahead of llhttp (scan_* carry the state across slices) for what
+ *    llhttp does not see as lines: bare LF, bare CR, folding, the request
+ *    line's spaces. llhttp then runs only up to the first such fault, so
+ *    no callback sees a byte past it, and an answer never depends on
+ *    where the slices of a request end (a test checks this on mutated
+ *    requests). llhttp pauses in on_chunk_header for the last chunk, so
+ *    the trailer section starts exactly at a slice boundary.
  *  - check_head() runs once per request, when llhttp has paused at the end
  *    of the head and before it reads any body byte; head_checked then
  *    says the request fields are final. In stop-at-head mode feed returns
@@ -142,16 +143,13 @@
 #include <string.h>
 #include <strings.h>
 
-/* Method, two spaces, "HTTP/1.1" and CRLF around the target. */
-#define REQUEST_LINE_OVERHEAD 12
-/* At least ":" and CRLF around a header's name and value. */
-#define HEADER_LINE_OVERHEAD 3
 #define BODY_INITIAL_CAP 4096
 
-/* scan_line: where the line scan is in the head. */
-#define SCAN_BEFORE_REQUEST_LINE 0
+/* scan_line: where the line scan is. */
+#define SCAN_BEFORE_REQUEST_LINE 0 /* empty lines may come first */
 #define SCAN_REQUEST_LINE 1
-#define SCAN_FIELDS 2
+#define SCAN_FIELDS 2 /* header or trailer field lines */
+#define SCAN_DONE 3   /* past the empty line that ends the section */
 
 static gw_http_parser *from_ll(llhttp_t *ll)
 {
@@ -303,7 +301,6 @@ static int on_message_begin(llhttp_t *ll)
     gw_http_parser *p = from_ll(ll);
 
     p->started = true;
-    p->head_est = REQUEST_LINE_OVERHEAD;
     return 0;
 }
 
@@ -319,27 +316,25 @@ static int on_method_complete(llhttp_t *ll)
     return 0;
 }
 
-/* Stores a piece of the target; checks its bytes and its length (414). */
+/*
+ * Stores a piece of the target. Its length (414) and "#" are checked by
+ * the line scan, at the byte; llhttp refuses bytes outside visible ASCII
+ * before they get here: the check is a backstop.
+ */
 static int on_url(llhttp_t *ll, const char *at, size_t len)
 {
     gw_http_parser *p = from_ll(ll);
-    size_t max = p->limits.max_header_bytes;
 
     if (p->req.target_len == 0)
         p->req.target = p->head + p->head_len;
     p->req.target_len += len;
-    if (p->req.target_len > GW_HTTP_MAX_TARGET_BYTES)
-        return reject(p, 414, "request target too long");
     for (size_t i = 0; i < len; i++) {
         int c = (unsigned char)at[i];
 
-        if (c == '#')
-            return reject(p, 400, "fragment in request target");
-        if (c < 0x21 || c > 0x7e)
+        if (c < 0x21 || c > 0x7e || c == '#')
             return reject(p, 400, "invalid byte in request target");
     }
-    p->head_est += len;
-    if (p->head_overrun || p->head_est > max || len > max - p->head_len) {
+    if (p->head_overrun || len > p->limits.max_header_bytes - p->head_len) {
         p->head_overrun = true;
         return 0;
     }
@@ -465,20 +460,19 @@ static bool version_unsupported(const gw_http_parser *p)
 
 /* --- headers */
 
-/* Appends to head, counting toward the 431 limit. */
+/* Appends to head. The line scan keeps the raw head within
+ * max_header_bytes, so this cannot overrun; checked all the same. */
 static int head_append(gw_http_parser *p, const char *at, size_t len)
 {
-    size_t max = p->limits.max_header_bytes;
-
-    p->head_est += len;
-    if (p->head_est > max || len > max - p->head_len)
+    if (len > p->limits.max_header_bytes - p->head_len)
         return reject(p, 431, "request header fields too large");
     memcpy(p->head + p->head_len, at, len);
     p->head_len += len;
     return 0;
 }
 
-/* Makes room for one more header; the count is bounded by head_est. */
+/* Makes room for one more header; a header takes at least 3 raw bytes
+ * ("X:" CRLF less one), so the count is bounded by max_header_bytes. */
 static int grow_headers(gw_http_parser *p)
 {
     size_t cap = p->hdrs_cap ? p->hdrs_cap * 2 : 16;
@@ -507,7 +501,6 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t len)
         h->name_len = 0;
         h->value = NULL;
         h->value_len = 0;
-        p->head_est += HEADER_LINE_OVERHEAD;
         p->in_field = true;
     }
     h = &p->hdrs[p->req.nheaders - 1];
@@ -787,8 +780,6 @@ static int check_head(gw_http_parser *p)
     gw_http_request *r = &p->req;
     llhttp_t *ll = &p->ll;
 
-    if (p->head_raw > p->limits.max_header_bytes)
-        return reject(p, 431, "request header fields too large");
     r->method_id = ll->method;
     r->method = llhttp_method_name((llhttp_method_t)ll->method);
     r->version_major = ll->http_major;
@@ -884,6 +875,9 @@ static int on_chunk_header(llhttp_t *ll)
         return 0;
     p->trailers = true;
     p->scan_prev = '\n';
+    p->scan_line = SCAN_FIELDS;
+    p->scan_col = 0;
+    p->scan_bytes = 0;
     return HPE_PAUSED;
 }
 
@@ -899,41 +893,92 @@ static int on_message_complete(llhttp_t *ll)
 
 /* --- raw line scan */
 
+/* A fault the line scan found, at the byte it stopped at. */
+typedef struct scan_fault {
+    int status; /* 0 when none */
+    const char *message;
+} scan_fault;
+
+static bool scan_fail(scan_fault *f, int status, const char *message)
+{
+    f->status = status;
+    f->message = message;
+    return true;
+}
+
 /*
- * Scans raw head or trailer bytes for what llhttp does not report: a bare
- * LF or bare CR line ending, a line starting with whitespace (obsolete
- * folding, or whitespace before the first field), two spaces between the
- * parts of the request line, and a request line that ended without a
- * version (HTTP/0.9).
+ * The checks of one byte of the request line (scan_spaces says which part
+ * it is in): two spaces in a row, no version (the line ends with fewer
+ * than two spaces: HTTP/0.9), "#" in the target, a target over 8 KiB.
  */
-static int scan_lines(gw_http_parser *p, const char *at, size_t len)
+static bool scan_request_line(gw_http_parser *p, int c, int prev, scan_fault *f)
+{
+    if (c == ' ' && prev == ' ')
+        return scan_fail(f, 400, "malformed request line");
+    if (c == ' ') {
+        p->scan_spaces++;
+    } else if (c == '\n') {
+        if (p->scan_spaces < 2)
+            return scan_fail(f, 400, "missing HTTP version");
+        p->scan_line = SCAN_FIELDS;
+    } else if (p->scan_spaces == 1) {
+        if (c == '#')
+            return scan_fail(f, 400, "fragment in request target");
+        if (++p->scan_target > GW_HTTP_MAX_TARGET_BYTES)
+            return scan_fail(f, 414, "request target too long");
+    }
+    return false;
+}
+
+/*
+ * Scans the raw bytes of the head or of the trailer section ahead of
+ * llhttp, for what it does not report or reports only at a span's end: a
+ * bare LF or bare CR line ending, a line starting with whitespace
+ * (obsolete folding, or whitespace before the first field), the request
+ * line's checks above, and the section's size (431; in the head not
+ * before the target has ended, so that a long target is a 414). It finds
+ * the end of the section itself, the first empty line, which is
+ * unambiguous once every line ends in CRLF. Returns the number of sound
+ * bytes: up to the end of the section, or up to the fault set in *f.
+ */
+static size_t scan_lines(gw_http_parser *p, const char *at, size_t len,
+                         scan_fault *f)
 {
     int prev = p->scan_prev;
+    size_t i;
 
-    for (size_t i = 0; i < len; i++) {
+    f->status = 0;
+    for (i = 0; i < len && p->scan_line != SCAN_DONE; i++) {
         int c = (unsigned char)at[i];
+        bool bad = false;
 
-        if (prev == '\r' && c != '\n')
-            return reject(p, 400, "bare CR");
-        if (c == '\n' && prev != '\r')
-            return reject(p, 400, "bare LF line ending");
-        if (p->scan_line == SCAN_BEFORE_REQUEST_LINE) {
+        if (prev == '\r' && c != '\n') {
+            bad = scan_fail(f, 400, "bare CR");
+        } else if (c == '\n' && prev != '\r') {
+            bad = scan_fail(f, 400, "bare LF line ending");
+        } else if (p->scan_line == SCAN_BEFORE_REQUEST_LINE) {
             if (c != '\r' && c != '\n')
                 p->scan_line = SCAN_REQUEST_LINE;
         } else if (p->scan_line == SCAN_REQUEST_LINE) {
-            if (c == ' ' && prev == ' ')
-                return reject(p, 400, "malformed request line");
-            if (c == '\n' && !p->version_done)
-                return reject(p, 400, "missing HTTP version");
-            if (c == '\n')
-                p->scan_line = SCAN_FIELDS;
-        } else if (prev == '\n' && is_ows(c)) {
-            return reject(p, 400, "obsolete line folding");
+            bad = scan_request_line(p, c, prev, f);
+        } else if (c == '\n') {
+            if (p->scan_col == 1) /* the line was just its CR */
+                p->scan_line = SCAN_DONE;
+            p->scan_col = 0;
+        } else {
+            if (p->scan_col == 0 && is_ows(c))
+                bad = scan_fail(f, 400, "obsolete line folding");
+            p->scan_col++;
         }
+        if (!bad && ++p->scan_bytes > p->limits.max_header_bytes &&
+            (p->scan_line != SCAN_REQUEST_LINE || p->scan_spaces >= 2))
+            bad = scan_fail(f, 431, "request header fields too large");
+        if (bad)
+            break;
         prev = c;
     }
     p->scan_prev = prev;
-    return 0;
+    return i;
 }
 
 /*
@@ -1071,10 +1116,12 @@ void gw_http_parser_next(gw_http_parser *p)
     }
     memset(&p->req, 0, sizeof(p->req));
     p->head_len = 0;
-    p->head_est = 0;
-    p->head_raw = 0;
     p->scan_prev = -1;
     p->scan_line = SCAN_BEFORE_REQUEST_LINE;
+    p->scan_col = 0;
+    p->scan_spaces = 0;
+    p->scan_bytes = 0;
+    p->scan_target = 0;
     p->head_overrun = false;
     p->url_done = false;
     p->version_done = false;
@@ -1089,7 +1136,6 @@ void gw_http_parser_next(gw_http_parser *p)
     p->has_te = false;
     p->ext_value_len = 0;
     p->trailers = false;
-    p->trailer_raw = 0;
     p->started = false;
     p->complete = false;
 }
@@ -1104,46 +1150,32 @@ void gw_http_parser_reset(gw_http_parser *p)
 }
 
 /*
- * llhttp reports most errors at the byte it refused, but an unsupported
- * version and a number over 64 bits one byte past their last digit: that
- * byte is not part of the fault.
- */
-static bool error_past_cause(const gw_http_parser *p, llhttp_errno_t e)
-{
-    return (e == HPE_INVALID_VERSION && version_unsupported(p)) ||
-           number_overflow(&p->ll);
-}
-
-/*
- * One llhttp_execute() over data[off, len): returns the offset where it
- * stopped and applies the head and trailer accounting and the line scan
- * to the bytes it went through, and on an error to the byte llhttp
- * refused (so a bare CR or LF there is named as such).
+ * One llhttp_execute() from data[off]: returns the offset where it
+ * stopped. In the head and the trailer section the bytes are scanned
+ * first (scan_lines()); llhttp then runs only up to the first fault the
+ * scan found, so a fault llhttp finds earlier wins, and no callback ever
+ * sees a byte past it: the answer does not depend on where slices end.
  */
 static size_t exec_slice(gw_http_parser *p, const char *data, size_t off,
                          size_t len, llhttp_errno_t *e)
 {
-    bool in_head = !p->head_done, in_trailers = p->trailers;
-    size_t max = p->limits.max_header_bytes, end, scan_end;
+    scan_fault f = {0, NULL};
+    size_t stop = len, end;
 
-    *e = llhttp_execute(&p->ll, data + off, len - off);
-    end = *e == HPE_OK ? len : (size_t)(llhttp_get_error_pos(&p->ll) - data);
-    if (p->err != 0 || !(in_head || in_trailers))
-        return end;
-    scan_end = end;
-    if (*e != HPE_OK && *e != HPE_PAUSED && end < len &&
-        !error_past_cause(p, *e))
-        scan_end++;
-    scan_lines(p, data + off, scan_end - off);
-    if (in_head) {
-        p->head_raw += end - off;
-        if (p->err == 0 && p->url_done && p->head_raw > max)
-            reject(p, 431, "request header fields too large");
-    } else {
-        p->trailer_raw += end - off;
-        if (p->err == 0 && p->trailer_raw > max)
-            reject(p, 431, "request header fields too large");
+    if (!p->head_done || p->trailers) {
+        stop = off + scan_lines(p, data + off, len - off, &f);
+        if (f.status == 0)
+            stop = len; /* llhttp pauses at the section's end itself */
     }
+    *e = HPE_OK;
+    end = stop;
+    if (stop > off || f.status == 0) {
+        *e = llhttp_execute(&p->ll, data + off, stop - off);
+        if (*e != HPE_OK)
+            end = (size_t)(llhttp_get_error_pos(&p->ll) - data);
+    }
+    if (p->err == 0 && *e == HPE_OK && f.status != 0)
+        reject(p, f.status, f.message);
     return end;
 }
 

@@ -139,11 +139,13 @@ typedef struct gw_http_parser {
 
     char *head; /* capacity limits.max_header_bytes */
     size_t head_len;
-    size_t head_est;   /* lower bound of raw head bytes seen so far */
-    size_t head_raw;   /* exact raw head bytes consumed so far */
-    int scan_prev;     /* last head byte scanned, -1 at message start */
-    int scan_line;     /* 0 before, 1 in, 2 past the request line */
-    bool head_overrun; /* target did not fit in head (431 unless 414) */
+    int scan_prev;      /* last head byte scanned, -1 at message start */
+    int scan_line;      /* SCAN_* in http_parse.c: where the scan is */
+    size_t scan_col;    /* bytes of the current line scanned, CR included */
+    int scan_spaces;    /* spaces in the request line so far */
+    size_t scan_bytes;  /* raw bytes of the head (or trailers) scanned */
+    size_t scan_target; /* raw bytes of the target scanned */
+    bool head_overrun;  /* target did not fit in head (then a 431) */
     bool url_done;
     bool version_done; /* llhttp completed the version (any it knows) */
     char version[3];   /* the first bytes of the version ("1.1") */
@@ -159,7 +161,6 @@ typedef struct gw_http_parser {
     bool has_te;          /* a Transfer-Encoding header was read */
     size_t ext_value_len; /* bytes of the chunk extension value so far */
     bool trailers;        /* past the last chunk: header lines are trailers */
-    size_t trailer_raw;
 
     gw_http_header *hdrs;
     size_t hdrs_cap;
@@ -218,8 +219,9 @@ void gw_http_parser_free(gw_http_parser *p);
  *   -EINVAL   gw_http_parser_next() was called before the request was
  *             complete (status 0: nothing to answer, close)
  *   <0        a negative errno returned by the body callback (status 500)
- * After a rejection every further call returns the same error. len may be
- * 0 (data may then be NULL).
+ * After a rejection every further call returns the same error, and
+ * *consumed says nothing (the connection is closed). len may be 0 (data
+ * may then be NULL).
  */
 int gw_http_parser_feed(gw_http_parser *p, const char *data, size_t len,
                         size_t *consumed);

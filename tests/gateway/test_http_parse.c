@@ -1388,6 +1388,151 @@ static void test_http10_keep_alive(void **state)
     }
 }
 
+/* --- split independence under mutation (a small deterministic fuzz) */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    /* xorshift64*: deterministic across platforms. */
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ULL;
+}
+
+struct outcome {
+    int rc;
+    int status;
+    const char *message;
+    size_t used;
+};
+
+static struct outcome run_feed(gw_http_parser *p, const char *s, size_t len,
+                               size_t first, size_t step)
+{
+    struct outcome o;
+
+    gw_http_parser_reset(p);
+    o.rc = feed_pieces(p, s, len, first, step, &o.used);
+    o.status = gw_http_parser_status(p);
+    o.message = gw_http_parser_message(p);
+    return o;
+}
+
+static void assert_same_outcome(const struct outcome *a,
+                                const struct outcome *b, const char *s,
+                                size_t len, const char *how)
+{
+    char shown[256];
+    size_t n = 0;
+
+    /* On a rejection *consumed says nothing: the connection closes. */
+    if (a->rc == b->rc && a->status == b->status &&
+        (a->rc == -EPROTO || a->used == b->used) &&
+        (a->message == b->message ||
+         (a->message != NULL && b->message != NULL &&
+          strcmp(a->message, b->message) == 0)))
+        return;
+    for (size_t i = 0; i < len && n + 5 < sizeof shown; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c >= 0x20 && c < 0x7f)
+            shown[n++] = (char)c;
+        else
+            n += (size_t)snprintf(shown + n, sizeof shown - n, "\\x%02x", c);
+    }
+    shown[n] = '\0';
+    fail_msg("%s: rc %d/%d status %d/%d used %zu/%zu message %s/%s for: %s",
+             how, a->rc, b->rc, a->status, b->status, a->used, b->used,
+             a->message ? a->message : "-", b->message ? b->message : "-",
+             shown);
+}
+
+/* What every accepted request satisfies, whatever bytes it came from. */
+static void assert_accepted_invariants(const gw_http_request *r)
+{
+    assert_int_equal(r->version_major, 1);
+    assert_true(r->version_minor <= 1);
+    assert_true(r->method_id != HTTP_CONNECT && r->method_id != HTTP_TRACE);
+    for (size_t i = 0; i < r->target_len; i++)
+        assert_true(r->target[i] > 0x20 && r->target[i] < 0x7f &&
+                    r->target[i] != '#');
+    assert_true(r->target_form != GW_HTTP_TARGET_ASTERISK ||
+                r->method_id == HTTP_OPTIONS);
+    assert_non_null(r->path);
+    assert_true(r->path_len > 0);
+    assert_non_null(r->query);
+    if (r->version_minor == 1) {
+        assert_non_null(r->host);
+        assert_true(r->host_len > 0);
+    }
+    assert_null(r->host == NULL ? NULL : memchr(r->host, '@', r->host_len));
+    assert_false(r->chunked && r->has_content_length);
+    assert_true(r->body_len <= GW_HTTP_DEFAULT_MAX_BODY_BYTES);
+}
+
+/*
+ * Mutates valid requests (a byte replaced, inserted or removed, from an
+ * alphabet of the bytes the grammar cares about) and checks that feeding
+ * whole, byte by byte and split at a random point gives the same result,
+ * status and message: a rejection never depends on how the bytes
+ * arrived; and that what is accepted keeps the contract's invariants.
+ * Runs under the sanitizers with the rest.
+ */
+static void test_mutations_split_independent(void **state)
+{
+    static const char *const seeds[] = {
+        "GET /a/b?c=d HTTP/1.1\r\nHost: h:80\r\nX: v\r\n\r\n",
+        "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+        "Expect: 100-continue\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "3;a=b\r\nabc\r\n0\r\nT: v\r\n\r\n",
+        "GET http://h:1/p?q HTTP/1.1\r\nHost: h\r\n\r\n",
+        "OPTIONS * HTTP/1.0\r\n\r\n",
+        "PUT /x HTTP/1.1\r\nHost: [::1]\r\n"
+        "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    };
+    static const char alphabet[] = "\r\n \t:;,=\"#@*/?%0159afzAZ-.\x00\x7f\x80";
+    gw_http_parser *p = *state;
+    uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    char buf[256];
+
+    for (int iter = 0; iter < 6000; iter++) {
+        const char *src = seeds[iter % (sizeof seeds / sizeof seeds[0])];
+        size_t len = strlen(src);
+        struct outcome whole, bytes, split;
+        int mutations = 1 + (int)(rng_next(&seed) % 3);
+
+        memcpy(buf, src, len);
+        for (int m = 0; m < mutations; m++) {
+            size_t at = rng_next(&seed) % len;
+            char c = alphabet[rng_next(&seed) % (sizeof alphabet - 1)];
+
+            switch (rng_next(&seed) % 3) {
+            case 0:
+                buf[at] = c;
+                break;
+            case 1:
+                memmove(buf + at + 1, buf + at, len - at);
+                buf[at] = c;
+                len++;
+                break;
+            default:
+                memmove(buf + at, buf + at + 1, len - at - 1);
+                len--;
+                break;
+            }
+        }
+        gw_http_parser_stop_at_head(p, iter % 2);
+        whole = run_feed(p, buf, len, 0, 0);
+        if (whole.rc == 0)
+            assert_accepted_invariants(gw_http_parser_request(p));
+        bytes = run_feed(p, buf, len, 0, 1);
+        assert_same_outcome(&whole, &bytes, buf, len, "byte by byte");
+        split = run_feed(p, buf, len, 1 + rng_next(&seed) % (len - 1), 0);
+        assert_same_outcome(&whole, &split, buf, len, "split");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1449,6 +1594,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_at_head_toggle, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_http10_keep_alive, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mutations_split_independent, setup,
                                         teardown),
     };
 
