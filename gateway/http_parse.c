@@ -21,8 +21,7 @@
  *                                      HPE_INVALID_HEADER_TOKEN -> 400
  *   a CTL other than tab (DEL too) in a value, header or trailer
  *                                      HPE_INVALID_HEADER_TOKEN -> 400
- *   a bare CR in the head or trailers  HPE_LF_EXPECTED, HPE_STRICT,
- *                                      HPE_INVALID_VERSION -> 400 "bare CR"
+ *   a CR inside a header name          HPE_INVALID_HEADER_TOKEN -> 400
  *   Content-Length "+1", "1 1", "1,1", "0x1", empty
  *                                      HPE_INVALID_CONTENT_LENGTH -> 400
  *   Content-Length over 64 bits        HPE_INVALID_CONTENT_LENGTH -> 413
@@ -47,14 +46,20 @@
  *   "PRI * HTTP/2.0" (the HTTP/2 preface)  HPE_PAUSED_H2_UPGRADE -> 505
  *                                      (caught first as version 2.0)
  *
- *   let through by llhttp, checked here                    -> status
+ *   let through by llhttp (or seen by it only at a span's end), checked
+ *   here, by the line scan ahead of llhttp or in a callback -> status
  *   "HTTP/2.0", "HTTP/0.9" (llhttp's list)  on_version_complete -> 505
- *   no version at all ("GET /\r\n", HTTP/0.9): llhttp calls it 0.9
- *            request-line scan, on_url_complete, on_headers_complete -> 400
+ *   no version at all ("GET /\r\n", HTTP/0.9: llhttp calls it 0.9 and
+ *   reads on): fewer than two spaces in the request line   scan -> 400
  *   PRI with HTTP/1.x (only the HTTP/2 preface uses it)          -> 400
  *   CONNECT, TRACE                             on_method_complete -> 501
- *   two spaces between request-line parts      request-line scan -> 400
- *   "#" in the target (outside its grammar)             on_url -> 400
+ *   two spaces between request-line parts (llhttp accepts)  scan -> 400
+ *   "#" in the target (outside its grammar; llhttp accepts)  scan -> 400
+ *   a target over GW_HTTP_MAX_TARGET_BYTES                   scan -> 414
+ *   request line + headers over max_header_bytes (the trailer section
+ *   counts apart), at the byte that crosses it             scan -> 431
+ *   a CR not followed by LF (llhttp mostly refuses the next byte)
+ *                                                     scan -> 400 bare CR
  *   "*" target with a method other than OPTIONS  on_url_complete -> 400
  *   absolute-form: a scheme other than http/https, an empty host,
  *   userinfo, a host or port off the grammar     on_url_complete -> 400
@@ -73,10 +78,7 @@
  *   "gzip, chunked" (another coding before chunked)                 -> 501
  *   Expect other than a list of 100-continue        check_expect() -> 417
  *   Content-Length over max_body_bytes, at the head   check_head() -> 413
- *   a chunked body growing over it                 on_chunk_header -> 413
- *   a target over GW_HTTP_MAX_TARGET_BYTES                  on_url -> 414
- *   request line + headers over max_header_bytes (trailers count apart)
- *                                                                   -> 431
+ *   a chunked body growing over it        on_chunk_header, on_body -> 413
  *
  * Choices where the contract leaves room, stated once here:
  *  - Several Content-Length fields with equal values: RFC 9110 8.6 lets a
@@ -97,10 +99,13 @@
  *    Percent-escapes are checked by the router, which decodes.
  *  - Leading empty lines before a request line are skipped (RFC 9112 2.2
  *    SHOULD; llhttp does it), a bare LF among them is a 400.
- *  - When one request has several faults, the first one found wins:
- *    llhttp and the callbacks see the bytes of a slice before the line
- *    scan does, so the status can depend on that order (all are followed
- *    by a close).
+ *  - When one request has several faults, the one at the earliest byte
+ *    answers, however the bytes were sliced: the scan runs ahead and
+ *    llhttp stops before the scan's fault (llhttp reports an unsupported
+ *    version or a 64-bit overflow one byte late; found first, they still
+ *    win). What needs the whole head (Host, Transfer-Encoding, Expect,
+ *    Content-Length over the limit) is checked at its end, after every
+ *    fault in its bytes.
  *
  * Data and invariants:
  *  - head is one buffer of limits.max_header_bytes bytes, allocated once at
@@ -471,8 +476,8 @@ static int head_append(gw_http_parser *p, const char *at, size_t len)
     return 0;
 }
 
-/* Makes room for one more header; a header takes at least 3 raw bytes
- * ("X:" CRLF less one), so the count is bounded by max_header_bytes. */
+/* Makes room for one more header; a header line takes at least 4 raw
+ * bytes ("X:" CRLF), so the count is bounded by max_header_bytes / 4. */
 static int grow_headers(gw_http_parser *p)
 {
     size_t cap = p->hdrs_cap ? p->hdrs_cap * 2 : 16;
@@ -584,8 +589,8 @@ static int on_header_value_complete(llhttp_t *ll)
 }
 
 /*
- * Pause here so feed knows where the head ends: it then counts the raw
- * bytes, scans them and checks the header semantics before the body.
+ * Pause here so feed knows where the head ends: it then checks what needs
+ * the whole head (check_head()) before llhttp reads any body byte.
  * Upgrade offers (e.g. h2c) are ignored, as RFC 9110 allows, by clearing
  * llhttp's flag.
  */

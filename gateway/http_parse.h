@@ -54,7 +54,9 @@
 #define GW_HTTP_HEAD 1
 
 typedef struct gw_http_limits {
-    /* Request line plus header section, in raw bytes; 0 = default. */
+    /* Request line plus header section, in raw bytes (empty lines before
+     * the request line included), 431 beyond; a chunked body's trailer
+     * section has the same cap of its own. 0 = default. */
     size_t max_header_bytes;
     /* Decoded body bytes (after de-chunking); 0 = default. */
     size_t max_body_bytes;
