@@ -397,6 +397,10 @@ int rt__netpoll(int64_t timeout)
             (void)r;
             continue;
         }
+        if (data == RT__SIGNAL_TAG) {
+            rt__signal_poll();
+            continue;
+        }
         int fd = (int)(uint32_t)data;
         uint32_t seq = (uint32_t)(data >> 32);
         rt__pd *pd = pd_lookup(fd);

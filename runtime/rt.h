@@ -509,6 +509,63 @@ int rt_conn_setsockopt(rt_conn *c, int level, int name, const void *val,
  */
 bool rt_conn_peer_gone(rt_conn *c);
 
+/* ----------------------------------------------------------------- signals */
+
+/*
+ * Signals as channels (Go's signal.Notify). The supported set is
+ *     SIGHUP SIGINT SIGQUIT SIGTERM SIGUSR1 SIGUSR2 SIGWINCH
+ * While rt_run() runs, those signals are blocked in every runtime thread
+ * (the Ms and the rt_blocking pool) and the netpoller reads them from a
+ * signalfd, and SIGPIPE is ignored: a write to a closed pipe or socket
+ * fails with EPIPE instead of killing the process. A signal of the set
+ * for which the program had installed a handler before rt_run() is left
+ * alone. When rt_run() returns, the caller's signal mask and SIGPIPE are
+ * as they were.
+ *
+ * rt_signal_notify() makes the runtime send the signal number (an int)
+ * on c each time sig arrives. The send is rt_chan_trysend(): it never
+ * blocks, so a full channel misses the signal, as in Go; give c a buffer
+ * (1 is enough for one signal). One channel may watch several signals and
+ * several channels one signal (each gets it); a second call for the same
+ * c and sig does nothing. Returns 0; -EINVAL when c is NULL or not a
+ * channel of int, when sig is not in the supported set (SIGKILL, SIGSTOP,
+ * the synchronous faults SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP,
+ * SIGABRT, and SIGPIPE, SIGALRM, SIGCHLD, real-time signals...), or when
+ * called outside rt_run(); -EBUSY when the program had its own handler
+ * for sig when rt_run() started; -ENOMEM.
+ *
+ * rt_signal_stop() ends every delivery to c (Go's signal.Stop). Once it
+ * returns the runtime never touches c again: c may be closed and freed.
+ * Closing a channel that is still registered aborts at the next signal
+ * for it (send on closed channel), as in Go.
+ *
+ * A signal no channel watches gets the action it would have had without
+ * the runtime: it is discarded when ignored (SIG_IGN) and for SIGWINCH;
+ * SIGHUP, SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 kill the process with that
+ * signal (a parent sees WIFSIGNALED with it), and SIGQUIT does too after
+ * writing a goroutine dump (rt_dump) to stderr, as Go does. A signal
+ * ignored when rt_run() started is delivered once a channel watches it,
+ * as with Go's Notify. A watched signal still pending when rt_run()
+ * returns is dropped.
+ *
+ * Caveats:
+ *   - call rt_run() from the main thread, before starting threads of your
+ *     own: a thread that exists before rt_run() keeps its mask, and a
+ *     signal sent to the process may be delivered to it (with its default
+ *     action: death) instead of to the runtime;
+ *   - signals sent to one thread (pthread_kill, tgkill, raise() in a
+ *     goroutine) are not reliably seen: send to the process (kill);
+ *   - installing a handler or changing the signal mask from a goroutine
+ *     has no effect on the set above (blocked in every runtime thread: a
+ *     handler installed after rt_run() never runs) and may break it;
+ *   - a child process started from a goroutine (fork, posix_spawn)
+ *     inherits the blocked mask and SIGPIPE ignored; reset both between
+ *     fork and exec (sigprocmask, signal(SIGPIPE, SIG_DFL)), or with
+ *     posix_spawnattr_setsigmask and posix_spawnattr_setsigdefault.
+ */
+int rt_signal_notify(rt_chan *c, int sig);
+void rt_signal_stop(rt_chan *c);
+
 /* Message for the runtime's negative errno values. */
 const char *rt_strerror(int err);
 

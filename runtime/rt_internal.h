@@ -22,9 +22,10 @@
  * Anything that parks must save errno before and never keep a thread-local
  * address across the park: a goroutine may resume on another thread.
  *
- * Lock order (outer first): context locks (parent before child) > rt_chan
- * locks (address order; a context closes its done channel under its own
- * lock) > sync object locks > timer heap lock (per P) > scheduler lock.
+ * Lock order (outer first): context locks (parent before child) and the
+ * signal lock (signal.c) > rt_chan locks (address order; a context closes
+ * its done channel under its own lock) > sync object locks > timer heap
+ * lock (per P) > scheduler lock.
  * The scheduler and timer locks are never held while calling out. Code
  * that owns an rt__timer must rt__timer_stop() it before reusing its
  * memory: the callback may still be returning on another M.

@@ -1069,6 +1069,7 @@ static void teardown(void)
 {
     rt__sysmon_stop();
     rt__blocking_shutdown();
+    rt__signal_fini();
 #ifdef RT_TSAN
     for (rt_g *g = rt__s.allgs; g != NULL; g = g->allnext)
         if (g->tsan_fiber != NULL)
@@ -1101,6 +1102,8 @@ int rt_run(void (*main_fn)(void *arg), void *arg)
     memset(rt__s.ms, 0, sizeof(rt_m) * (size_t)n);
     rt__s.nprocs = n;
     int perr = rt__netpoll_init();
+    if (perr == 0 && (perr = rt__signal_init()) != 0)
+        rt__netpoll_destroy();
     if (perr != 0) {
         free(rt__s.ps);
         free(rt__s.ms);

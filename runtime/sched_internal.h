@@ -214,6 +214,15 @@ int rt__netpoll(int64_t timeout);
 /* blocking.c */
 void rt__blocking_shutdown(void);
 
+/* signal.c: rt_run calls rt__signal_init (0 or a negative errno) on its
+ * thread before it starts any other, and rt__signal_fini at teardown;
+ * rt__netpoll calls rt__signal_poll for an event whose data is
+ * RT__SIGNAL_TAG (UINT64_MAX is the wake-up eventfd). */
+#define RT__SIGNAL_TAG (UINT64_MAX - 1)
+int rt__signal_init(void);
+void rt__signal_fini(void);
+void rt__signal_poll(void);
+
 /* switch_*.S */
 void rt__switch(rt__regs *from, rt__regs *to);
 void rt__switch_start(rt__regs *from, void *stack_top);

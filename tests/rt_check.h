@@ -136,4 +136,64 @@ static inline void rt_check_expect_abort(const char *name, const char *expect)
         fail_msg("%s: stderr lacks \"%s\": %s", name, expect, buf);
 }
 
+/*
+ * rt_check_expect_abort's generic sibling: run this test binary again as
+ * "--crash NAME" in a child and check how it ended: killed by signal
+ * signo, or, with signo 0, exited with status 0; and, when expect is not
+ * NULL, that its stderr holds expect. The child starts with no signal
+ * blocked and signo's disposition back to SIG_DFL (a shell starts
+ * background jobs with SIGINT and SIGQUIT ignored, and both masks and
+ * ignored signals survive exec). A hang dies of SIGALRM after 60 s.
+ */
+static inline void rt_check_expect_signal(const char *name, int signo,
+                                          const char *expect)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (signo > 0)
+            signal(signo, SIG_DFL);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(fds[1]);
+        alarm(60);
+        execl("/proc/self/exe", "test", "--crash", name, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    char buf[8192];
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fds[0], buf + len, sizeof buf - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        if (len == sizeof buf - 1)
+            break;
+    }
+    buf[len] = '\0';
+    close(fds[0]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (signo > 0 && (!WIFSIGNALED(status) || WTERMSIG(status) != signo))
+        fail_msg("%s: child did not die of signal %d (status 0x%x); "
+                 "stderr: %s",
+                 name, signo, status, buf);
+    if (signo == 0 && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
+        fail_msg("%s: child did not exit 0 (status 0x%x); stderr: %s", name,
+                 status, buf);
+    if (expect != NULL && strstr(buf, expect) == NULL)
+        fail_msg("%s: stderr lacks \"%s\": %s", name, expect, buf);
+}
+
 #endif /* FANFOLD_TESTS_RT_CHECK_H */
