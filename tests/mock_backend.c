@@ -26,6 +26,9 @@
  * A counted request (any request but /stats) goes through these steps:
  *   1. inflight += 1 (max_inflight follows it);
  *   2. the delay: ?delay_ms=N (digits; the first occurrence wins), else
+ *      X-Mock-Delay: NAME=N for this backend's NAME (the header form is
+ *      for requests through the gateway, which forwards the route's
+ *      forward_headers but not the client's query string), else
  *      --delay-ms. While it runs the connection goroutine watches the
  *      socket for a hang-up (rt_conn_wait(RT_HUP) with the end of the
  *      delay as its deadline): a client that goes away (FIN or RST) makes
@@ -33,7 +36,8 @@
  *      closed at once. Bytes the client pipelined meanwhile stay unread.
  *      A client that only half-closes (shutdown(SHUT_WR)) during a delay
  *      counts as gone too: EPOLLRDHUP does not tell the two apart.
- *   3. the answer: ?status=NNN (three digits, 100..599) answers NNN
+ *   3. the answer: ?status=NNN (three digits, 100..599), else
+ *      X-Mock-Status: NAME=NNN, answers NNN
  *      {"error":"injected status NNN"}; else the --fail-rate draw may
  *      answer 503 {"error":"injected failure"}; else the route's body or
  *      the 404. The draw is deterministic: over the first n draws exactly
@@ -127,6 +131,9 @@ static const char usage_text[] =
     "\n"
     "Per request: ?delay_ms=N waits N ms (a client that hangs up meanwhile\n"
     "is counted as cancelled), ?status=NNN (100..599) answers that status.\n"
+    "Through a gateway, which forwards headers but not the query:\n"
+    "X-Mock-Delay: NAME=N and X-Mock-Status: NAME=NNN (several, comma-\n"
+    "separated) apply to the backend started with --name NAME.\n"
     "SIGTERM or SIGINT ends the process with status 0.\n";
 
 /* Parses a whole decimal string into [min, max]. */
@@ -376,21 +383,59 @@ static int64_t digits_value(const char *s, size_t len, int64_t max)
     return v;
 }
 
-/* ?delay_ms=N in ms, else the --delay-ms default. */
-static int64_t request_delay_ms(const target *t)
+/*
+ * The value for this backend in a header "NAME=VALUE[, NAME=VALUE...]"
+ * (X-Mock-Delay, X-Mock-Status): how a request through the gateway, which
+ * does not forward its query string but forwards the route's
+ * forward_headers to every part, slows down or fails one backend only.
+ */
+static const char *header_for_me(const gw_http_request *req, const char *name,
+                                 size_t *len)
+{
+    const gw_http_header *h = gw_http_request_header(req, name);
+    size_t me = strlen(opts->name);
+
+    if (h == NULL)
+        return NULL;
+    for (size_t i = 0; i < h->value_len;) {
+        while (i < h->value_len && (h->value[i] == ' ' || h->value[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < h->value_len && h->value[i] != ',')
+            i++;
+        const char *item = h->value + start;
+        size_t n = i - start;
+        while (n > 0 && item[n - 1] == ' ')
+            n--;
+        if (n > me + 1 && memcmp(item, opts->name, me) == 0 &&
+            item[me] == '=') {
+            *len = n - me - 1;
+            return item + me + 1;
+        }
+    }
+    return NULL;
+}
+
+/* ?delay_ms=N in ms, else X-Mock-Delay: NAME=N, else --delay-ms. */
+static int64_t request_delay_ms(const target *t, const gw_http_request *req)
 {
     size_t len;
     const char *v = query_param(t, "delay_ms", &len);
+    if (v == NULL)
+        v = header_for_me(req, "x-mock-delay", &len);
     int64_t ms = v != NULL ? digits_value(v, len, MAX_DELAY_MS) : -1;
 
     return ms >= 0 ? ms : opts->delay_ms;
 }
 
-/* ?status=NNN when it is three digits in 100..599, else 0. */
-static int request_status(const target *t)
+/* ?status=NNN (three digits in 100..599), else X-Mock-Status: NAME=NNN,
+ * else 0. */
+static int request_status(const target *t, const gw_http_request *req)
 {
     size_t len;
     const char *v = query_param(t, "status", &len);
+    if (v == NULL)
+        v = header_for_me(req, "x-mock-status", &len);
     int64_t st = v != NULL && len == 3 ? digits_value(v, len, 999) : -1;
 
     return st >= 100 && st <= 599 ? (int)st : 0;
@@ -657,11 +702,11 @@ static bool serve(mock_conn *mc, const gw_http_request *req, bool *linger)
         answer_stats(&r);
     } else {
         inflight_begin();
-        if (!delay_watching(mc->c, request_delay_ms(&t))) {
+        if (!delay_watching(mc->c, request_delay_ms(&t, req))) {
             inflight_cancelled();
             return false;
         }
-        int status = request_status(&t);
+        int status = request_status(&t, req);
         if (status != 0)
             reply_text(&r, status, "{\"error\":\"injected status %d\"}",
                        status);

@@ -172,7 +172,10 @@ static void check_demo(const gw_config *cfg)
     assert_string_equal(r->method, "GET");
     assert_string_equal(r->path, "/api/products/{id}");
     assert_int_equal(r->timeout_ms, 1000);
-    assert_int_equal(r->nforward_headers, 0);
+    /* The demo's mock backends take X-Mock-Delay / X-Mock-Status. */
+    assert_int_equal(r->nforward_headers, 2);
+    assert_string_equal(r->forward_headers[0], "X-Mock-Delay");
+    assert_string_equal(r->forward_headers[1], "X-Mock-Status");
     assert_int_equal(r->nparts, 3);
     for (size_t i = 0; i < 3; i++) {
         assert_string_equal(r->parts[i].name, names[i]);
