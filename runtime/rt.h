@@ -65,6 +65,11 @@ void rt_set_procs(int procs);
 /* The number of Ps of the running scheduler. */
 int rt_procs(void);
 
+/* The index (0 .. rt_procs() - 1) of the P the caller runs on right now:
+ * a hint for sharding counters per P, stale after any call that may park
+ * (the goroutine may move). 0 outside a goroutine. */
+int rt_proc_id(void);
+
 /*
  * Start the scheduler, run main_fn(arg) as the first goroutine and return
  * when it returns. Goroutines still alive then are abandoned and their
@@ -464,10 +469,10 @@ ssize_t rt_conn_writev(rt_conn *c, const struct iovec *iov, int iovcnt,
 
 /*
  * For adapters that run their own I/O state machine (TLS): one read(2) /
- * one send(2) (or sendmsg(2)), never parking: the byte count (0 from try_read at end of
- * stream) or a negative errno, -EAGAIN when it would block. rt_conn_wait
- * parks until c is (maybe) ready for mode (RT_READ, RT_WRITE or RT_HUP;
- * see rt_fd_wait). All three count as operations: a close from another
+ * one send(2) (or sendmsg(2)), never parking: the byte count (0 from try_read
+ * at end of stream) or a negative errno, -EAGAIN when it would block.
+ * rt_conn_wait parks until c is (maybe) ready for mode (RT_READ, RT_WRITE or
+ * RT_HUP; see rt_fd_wait). All three count as operations: a close from another
  * goroutine wakes them and fails them with -EBADF.
  */
 ssize_t rt_conn_try_read(rt_conn *c, void *buf, size_t len);

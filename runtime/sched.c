@@ -104,6 +104,12 @@ int rt_procs(void)
     return rt__s.nprocs;
 }
 
+int rt_proc_id(void)
+{
+    rt_m *m = rt__getm();
+    return m != NULL ? m->p->id : 0;
+}
+
 static int default_procs(void)
 {
     if (requested_procs > 0)
@@ -1122,6 +1128,7 @@ int rt_run(void (*main_fn)(void *arg), void *arg)
 
     rt__stacks_init();
     rt_m *m0 = &rt__s.ms[0];
+    m0->thread = pthread_self(); /* the others' come from pthread_create */
     m_init_thread(m0);
     rt_g *g = g_new(NULL, main_fn, arg, NULL, "main", __FILE__, __LINE__);
     if (g == NULL) {

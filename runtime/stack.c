@@ -223,12 +223,21 @@ static void choose_guards(void)
         return;
     chosen = true;
     const char *env = getenv("FANFOLD_STACK_GUARD");
+    bool madv = madvise_guards_work();
+    st.mode = madv ? GUARD_MADVISE : GUARD_MPROTECT;
     if (env != NULL && strcmp(env, "none") == 0)
         st.mode = GUARD_NONE;
     else if (env != NULL && strcmp(env, "mprotect") == 0)
         st.mode = GUARD_MPROTECT;
-    else
-        st.mode = madvise_guards_work() ? GUARD_MADVISE : GUARD_MPROTECT;
+    else if (env != NULL && strcmp(env, "madvise") == 0 && !madv)
+        fprintf(stderr, "fanfold runtime: FANFOLD_STACK_GUARD=madvise: this "
+                        "kernel has no MADV_GUARD_INSTALL; using mprotect\n");
+    else if (env != NULL && *env != '\0' && strcmp(env, "madvise") != 0 &&
+             strcmp(env, "auto") != 0)
+        fprintf(stderr,
+                "fanfold runtime: FANFOLD_STACK_GUARD=%s: want "
+                "madvise, mprotect, none or auto; using %s\n",
+                env, guard_names[st.mode]);
     st.vma_budget = mappings_left() / 2;
     /* An operator (or a test) may ration guards harder, to keep mappings
      * for something else. */

@@ -45,6 +45,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,9 +57,22 @@
 /* What sysmon last saw of one M (sysmon's own memory). */
 typedef struct m_seen {
     uint32_t switches;
-    int64_t since; /* when switches took this value */
-    bool reported; /* this run counted already */
+    int64_t since;  /* when switches took this value */
+    int64_t cpu_at; /* wall time of cpu0, 0 until taken */
+    int64_t cpu0;   /* the M thread's CPU time then */
+    bool reported;  /* this run counted already */
 } m_seen;
+
+/* The CPU time the thread of m has used, or -1. */
+static int64_t thread_cpu(rt_m *m)
+{
+    clockid_t id;
+    struct timespec ts;
+    if (pthread_getcpuclockid(m->thread, &id) != 0 ||
+        clock_gettime(id, &ts) != 0)
+        return -1;
+    return (int64_t)ts.tv_sec * RT_SEC + ts.tv_nsec;
+}
 
 static void stat_add(uint64_t *field)
 {
@@ -116,8 +130,27 @@ static void watch_long_runs(m_seen *seen, int64_t now)
             *s = (m_seen){.switches = sw, .since = now};
             continue;
         }
-        if ((sw & 1) == 0 || now - s->since < RT_LONG_RUN)
+        if ((sw & 1) == 0)
             continue;
+        /* A thread the kernel did not run for a while is not a goroutine
+         * holding its P: from a quarter of the threshold on, compare the
+         * thread's CPU time with the wall time (two clock reads per
+         * candidate; a healthy process has few). */
+        if (now - s->since >= RT_LONG_RUN / 4 && s->cpu_at == 0) {
+            s->cpu0 = thread_cpu(m);
+            s->cpu_at = now;
+        }
+        if (now - s->since < RT_LONG_RUN)
+            continue;
+        if (s->cpu0 >= 0 && s->cpu_at != 0 && now > s->cpu_at) {
+            int64_t cpu = thread_cpu(m);
+            if (cpu >= 0 && cpu - s->cpu0 < (now - s->cpu_at) / 2) {
+                /* Start the watch again from now. */
+                s->since = s->cpu_at = now;
+                s->cpu0 = cpu;
+                continue;
+            }
+        }
         rt_g *g = atomic_load_explicit(&m->curg, memory_order_acquire);
         if (g == NULL)
             continue;

@@ -136,6 +136,103 @@ static inline void rt_check_expect_abort(const char *name, const char *expect)
         fail_msg("%s: stderr lacks \"%s\": %s", name, expect, buf);
 }
 
+/* ------------------------------------------------ children with a setup */
+
+#include <stdlib.h>
+
+/*
+ * Run this test binary again as "--crash NAME" in a child, like
+ * rt_check_expect_abort(), with envs applied to the child's environment
+ * ("VAR=value" sets VAR, a bare "VAR" removes it; a NULL-terminated list,
+ * or NULL) for what a process decides once (FANFOLD_STACK_GUARD). The
+ * child is killed by SIGALRM after timeout_s seconds. Returns the child's
+ * wait status; its stderr goes to buf, NUL-terminated (what does not fit
+ * is read and dropped, so a chatty child never blocks).
+ */
+static inline int rt_check_child(const char *name, const char *const *envs,
+                                 int timeout_s, char *buf, size_t size)
+{
+    extern char **environ;
+    size_t n = 0, m = 0;
+    while (environ[n] != NULL)
+        n++;
+    while (envs != NULL && envs[m] != NULL)
+        m++;
+    /* Built before fork: the child only execs. */
+    char **envp = calloc(n + m + 1, sizeof *envp);
+    assert_non_null(envp);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool replaced = false;
+        for (size_t j = 0; j < m && !replaced; j++) {
+            size_t len = strcspn(envs[j], "=");
+            replaced = strncmp(environ[i], envs[j], len) == 0 &&
+                       environ[i][len] == '=';
+        }
+        if (!replaced)
+            envp[k++] = environ[i];
+    }
+    for (size_t j = 0; j < m; j++)
+        if (strchr(envs[j], '=') != NULL)
+            envp[k++] = (char *)envs[j];
+    envp[k] = NULL;
+
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(fds[1]);
+        alarm((unsigned)timeout_s); /* survives exec */
+        char *argv[] = {"test", "--crash", (char *)name, NULL};
+        execve("/proc/self/exe", argv, envp);
+        _exit(127);
+    }
+    free(envp);
+    close(fds[1]);
+    size_t len = 0;
+    for (;;) {
+        char scratch[4096];
+        bool room = len + 1 < size;
+        ssize_t r = room ? read(fds[0], buf + len, size - 1 - len)
+                         : read(fds[0], scratch, sizeof scratch);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (room)
+            len += (size_t)r;
+    }
+    if (size > 0)
+        buf[len] = '\0';
+    close(fds[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        assert_int_equal(errno, EINTR);
+    return status;
+}
+
+/* Yield until at most n goroutines are alive (rt_goroutines(): those that
+ * have not switched out for the last time yet count); CHECK-fails after
+ * 10 s. */
+static inline void rt_check_wait_goroutines(uint64_t n)
+{
+    int64_t end = rt_now() + 10 * RT_SEC;
+    while (rt_goroutines() > n) {
+        if (rt_now() > end) {
+            CHECK(!"goroutines never exited");
+            return;
+        }
+        rt_yield();
+    }
+}
+
 /*
  * rt_check_expect_abort's generic sibling: run this test binary again as
  * "--crash NAME" in a child and check how it ended: killed by signal

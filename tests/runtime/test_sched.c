@@ -1,6 +1,17 @@
 /*
  * test_sched.c - goroutines, the scheduler, sleep, timers, rt_blocking,
- * introspection and stack overflow detection.
+ * introspection, stack overflow detection, and sysmon (network polls and
+ * timers for busy Ps, long runs, an idle process that sleeps).
+ *
+ * Code that runs in a goroutine asserts with CHECK (rt_check.h), never
+ * with cmocka's assert_*, which would longjmp off a goroutine stack.
+ * Waits are on state (channels, WaitGroups, rt_check_wait_parked); the
+ * sleeps left are the behaviour under test. Timing checks state their
+ * tolerance and retry once.
+ *
+ * Run with "--crash NAME" the binary plays one scenario instead of the
+ * suite; the tests that need a process of their own (a crash, one P with
+ * the m_sleep hook) run it that way in a child.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,16 +19,39 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "rt.h"
+#include "rt_internal.h" /* rt__test_hook_m_sleep, rt__timer */
+
+#include "../rt_check.h"
+
+#if defined(RT_ASAN) || defined(RT_TSAN)
+#define SANITIZED 1
+#else
+#define SANITIZED 0
+#endif
+
+/* Latency limits double under a sanitizer: every switch, lock and atomic
+ * costs several times more there, on the same two shared cores. */
+#define SLACK (SANITIZED ? 2 : 1)
+
+/* Compute until rt_now() reaches t, without yielding. */
+static void spin_until(int64_t t)
+{
+    while (rt_now() < t)
+        ;
+}
 
 /* ---------------------------------------------------------------- spawn */
 
@@ -180,12 +214,20 @@ static void test_sleep(void **state)
     fail_msg("sleep overshot by more than 50 ms twice");
 }
 
-/* An idle scheduler sleeps: a 200 ms sleep costs (almost) no CPU. */
-static void idle_main(void *arg)
-{
-    (void)arg;
-    rt_sleep(200 * RT_MSEC);
-}
+/*
+ * An idle process uses no CPU: with 2 Ps and the main goroutine asleep
+ * for a second, every M sleeps until the timer and sysmon parks (it backs
+ * off, then waits for an M to wake up). Measured over the sleep: CPU time
+ * under 30 ms (3%), and fewer than 50 voluntary context switches in the
+ * whole process: a sysmon that kept polling at its 10 ms back-off limit
+ * would make 100 of them, and cost too little CPU for the first bound
+ * alone to notice.
+ */
+typedef struct {
+    double cpu; /* seconds of process CPU time over the sleep */
+    long nvcsw; /* voluntary context switches over the sleep */
+    int64_t slept;
+} idle_state;
 
 static double cpu_seconds(void)
 {
@@ -194,50 +236,72 @@ static double cpu_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static long voluntary_switches(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_nvcsw;
+}
+
+static void idle_main(void *arg)
+{
+    idle_state *s = arg;
+    long v0 = voluntary_switches();
+    double c0 = cpu_seconds();
+    int64_t t0 = rt_now();
+    rt_sleep(RT_SEC);
+    s->slept = rt_now() - t0;
+    s->cpu = cpu_seconds() - c0;
+    s->nvcsw = voluntary_switches() - v0;
+}
+
 static void test_idle_uses_no_cpu(void **state)
 {
     (void)state;
+    idle_state s = {0};
     for (int attempt = 0; attempt < 2; attempt++) {
-        rt_set_procs(2);
-        double c0 = cpu_seconds();
-        assert_int_equal(rt_run(idle_main, NULL), 0);
-        double used = cpu_seconds() - c0;
-        rt_set_procs(0);
-        if (used < 0.02) /* 10% of the 200 ms sleep would be 0.02 s */
+        rt_check_run(2, idle_main, &s);
+        assert_true(s.slept >= RT_SEC);
+        if (s.cpu < 0.030 && s.nvcsw < 50)
             return;
+        print_message("idle attempt %d: %.1f ms CPU, %ld voluntary "
+                      "switches in 1 s\n",
+                      attempt + 1, s.cpu * 1e3, s.nvcsw);
     }
-    fail_msg("an idle scheduler burned CPU");
+    fail_msg("an idle scheduler burned CPU: %.1f ms, %ld wake-ups in 1 s",
+             s.cpu * 1e3, s.nvcsw);
 }
 
 /* ---------------------------------------------------------------- timers */
 
 static void timer_main(void *arg)
 {
-    int *res = arg;
+    (void)arg;
+    /* t0 before the timer starts: taken after, a timer that fires on
+     * time could look early by the time between the two. */
+    int64_t t0 = rt_now();
     rt_timer *t = rt_timer_new(10 * RT_MSEC);
     int64_t fired = 0;
-    int64_t t0 = rt_now();
     rt_chan_recv(rt_timer_chan(t), &fired, NULL);
-    res[0] = fired - t0 >= 10 * RT_MSEC;
-    /* Stop before firing: nothing arrives. */
-    res[1] = rt_timer_reset(t, 50 * RT_MSEC) == false;
-    res[2] = rt_timer_stop(t) == true;
+    CHECK(fired - t0 >= 10 * RT_MSEC);
+    /* Stop before firing: nothing arrives (the 60 ms sleep is the
+     * observation window). */
+    CHECK(rt_timer_reset(t, 50 * RT_MSEC) == false);
+    CHECK(rt_timer_stop(t) == true);
     rt_sleep(60 * RT_MSEC);
-    res[3] = !rt_chan_tryrecv(rt_timer_chan(t), &fired, NULL);
+    CHECK(!rt_chan_tryrecv(rt_timer_chan(t), &fired, NULL));
     /* Reset re-arms. */
     rt_timer_reset(t, 1 * RT_MSEC);
-    rt_chan_recv(rt_timer_chan(t), &fired, NULL);
-    res[4] = 1;
+    bool ok = false;
+    rt_chan_recv(rt_timer_chan(t), &fired, &ok);
+    CHECK(ok);
     rt_timer_free(t);
 }
 
 static void test_timer(void **state)
 {
     (void)state;
-    int res[5] = {0};
-    assert_int_equal(rt_run(timer_main, res), 0);
-    for (int i = 0; i < 5; i++)
-        assert_int_equal(res[i], 1);
+    rt_check_run(0, timer_main, NULL);
 }
 
 /* Many timers started and stopped out of order across Ps. */
@@ -288,10 +352,14 @@ static intptr_t slow_call(void *arg)
 
 typedef struct {
     _Atomic long ticks;
+    long ticks_during; /* ticks while the blocking call ran */
     intptr_t ret;
     _Atomic int done;
+    rt_waitgroup wg;
 } blocking_state;
 
+/* Ticks every millisecond (the sleep is the behaviour: a goroutine that
+ * keeps running on the one P) until told to stop. */
 static void ticker(void *arg)
 {
     blocking_state *s = arg;
@@ -299,26 +367,29 @@ static void ticker(void *arg)
         atomic_fetch_add(&s->ticks, 1);
         rt_sleep(RT_MSEC);
     }
+    rt_waitgroup_done(&s->wg);
 }
 
 static void blocking_main(void *arg)
 {
     blocking_state *s = arg;
+    rt_waitgroup_add(&s->wg, 1);
     rt_go(ticker, s);
     s->ret = rt_blocking(slow_call, (void *)21);
+    s->ticks_during = atomic_load(&s->ticks);
     atomic_store(&s->done, 1);
-    rt_sleep(5 * RT_MSEC);
+    rt_waitgroup_wait(&s->wg);
 }
 
 static void test_blocking_keeps_p(void **state)
 {
     (void)state;
     blocking_state s = {0};
-    rt_set_procs(1); /* one P: the ticker runs only if the call frees it */
-    assert_int_equal(rt_run(blocking_main, &s), 0);
-    rt_set_procs(0);
+    /* One P: the ticker runs only if the call frees it. */
+    rt_check_run(1, blocking_main, &s);
     assert_int_equal(s.ret, 42);
-    assert_true(atomic_load(&s.ticks) >= 10);
+    /* About 50 over the 50 ms call; 10 leaves room for a slow machine. */
+    assert_true(s.ticks_during >= 10);
 }
 
 /* --------------------------------------------------------- introspection */
@@ -342,14 +413,14 @@ static void intro_main(void *arg)
     s->c = rt_chan_make(sizeof(int), 0);
     for (int i = 0; i < 5; i++)
         rt_go(parked, s);
-    rt_sleep(10 * RT_MSEC);
+    rt_check_wait_parked(5);
     s->live = rt_goroutines();
     rt_gstats_get(&s->st);
     size_t need = rt_dump_buf(s->dump, sizeof s->dump);
-    assert_true(need < sizeof s->dump);
+    CHECK(need < sizeof s->dump);
     rt_chan_close(s->c);
-    rt_sleep(5 * RT_MSEC);
-    assert_int_equal(rt_goroutines(), 1);
+    rt_check_wait_goroutines(1);
+    CHECK(rt_goroutines() == 1);
     rt_chan_free(s->c);
 }
 
@@ -357,7 +428,8 @@ static void test_introspection(void **state)
 {
     (void)state;
     intro_state *s = calloc(1, sizeof *s);
-    assert_int_equal(rt_run(intro_main, s), 0);
+    assert_non_null(s);
+    rt_check_run(0, intro_main, s);
     assert_int_equal(s->live, 6);
     assert_int_equal(s->st.live, 6);
     assert_int_equal(s->st.by_state[RT_G_WAITING], 5);
@@ -387,9 +459,9 @@ static int deep(int n)
 
 static void overflow_g(void *arg)
 {
-    (void)arg;
-    deep(40);  /* 40 KiB of frames... */
-    deep(200); /* ...then 200 KiB on a 64 KiB stack */
+    deep(40);               /* 40 KiB of frames... */
+    deep(200);              /* ...then 200 KiB on a 64 KiB stack */
+    rt_waitgroup_done(arg); /* survived: the child exits 0, a failure */
 }
 
 static void parked_forever(void *arg)
@@ -397,80 +469,77 @@ static void parked_forever(void *arg)
     rt_chan_recv((rt_chan *)arg, NULL, NULL);
 }
 
+/* The "--crash overflow" child: one P, 8 parked neighbours in the slab
+ * around the overflowing stack, then the overflow. */
 static void overflow_main(void *arg)
 {
     (void)arg;
-    /* Neighbours in the slab, so the overflow lands in mapped memory and
-     * only the canary check can catch it. */
     rt_chan *c = rt_chan_make(1, 0);
     for (int i = 0; i < 8; i++)
         rt_go(parked_forever, c);
-    rt_yield();
-    rt_go(overflow_g, NULL);
-    rt_sleep(RT_SEC);
+    rt_check_wait_parked(8);
+    rt_waitgroup wg = RT_WAITGROUP_INIT;
+    rt_waitgroup_add(&wg, 1);
+    rt_go(overflow_g, &wg);
+    rt_waitgroup_wait(&wg);
 }
+
+typedef struct {
+    int result;
+    rt_waitgroup wg;
+} big_state;
 
 static void big_stack(void *arg)
 {
-    *(int *)arg = deep(200);
+    big_state *s = arg;
+    s->result = deep(200);
+    rt_waitgroup_done(&s->wg);
 }
 
 static void big_main(void *arg)
 {
+    big_state *s = arg;
     rt_go_opts o = {.stack_size = 512 * 1024};
-    rt_go_opts(big_stack, arg, &o);
-    rt_sleep(20 * RT_MSEC);
+    rt_waitgroup_add(&s->wg, 1);
+    CHECK(rt_go_opts(big_stack, s, &o) != 0);
+    rt_waitgroup_wait(&s->wg);
 }
 
+/* An overflow of a default stack never passes silently: the child (in the
+ * default guard mode; test_stack covers each mode) dies with the runtime's
+ * panic naming the goroutine's spawn site. Under ASan and TSan the runtime
+ * leaves SIGSEGV to the sanitizer, which reports the overflow itself: a
+ * death (a signal, or the sanitizer's non-zero exit) with a sanitizer's
+ * report will do there. */
 static void test_stack_overflow_detected(void **state)
 {
     (void)state;
-    int pfd[2];
-    assert_int_equal(pipe(pfd), 0);
-    fflush(stdout);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(pfd[0]);
-        dup2(pfd[1], 2);
-        rt_set_procs(1);
-        rt_run(overflow_main, NULL);
-        _exit(0);
+    static const char *const envs[] = {"FANFOLD_STACK_GUARD", NULL};
+    char buf[8192];
+    int status = rt_check_child("overflow", envs, 60, buf, sizeof buf);
+    if (SANITIZED) {
+        bool died = WIFSIGNALED(status) ||
+                    (WIFEXITED(status) && WEXITSTATUS(status) != 0);
+        if (!died || strstr(buf, "Sanitizer") == NULL)
+            fail_msg("overflow: no sanitizer report of a death (status "
+                     "0x%x): %s",
+                     status, buf);
+        return;
     }
-    close(pfd[1]);
-    char buf[4096];
-    size_t len = 0;
-    ssize_t n;
-    while (len < sizeof buf - 1 &&
-           (n = read(pfd[0], buf + len, sizeof buf - 1 - len)) > 0)
-        len += (size_t)n;
-    buf[len] = '\0';
-    close(pfd[0]);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    /* Never a silent, successful exit. Without sanitizers it is the
-     * runtime's own panic, naming the goroutine's spawn site; ASan reports
-     * the overflow itself. */
-    assert_true(WIFSIGNALED(status) ||
-                (WIFEXITED(status) && WEXITSTATUS(status) != 0));
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-#if !defined(__has_feature)
-#define __has_feature(x) 0
-#endif
-#if !__has_feature(address_sanitizer) && !__has_feature(thread_sanitizer)
-    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT)
+        fail_msg("overflow: the child did not die of SIGABRT (status 0x%x): "
+                 "%s",
+                 status, buf);
     assert_non_null(strstr(buf, "stack overflow in goroutine"));
-    assert_non_null(strstr(buf, "overflow_g"));
-#endif
-#endif
+    assert_non_null(strstr(buf, "spawned at overflow_g ("));
 }
 
 static void test_big_stack(void **state)
 {
     (void)state;
-    int r = -1;
-    assert_int_equal(rt_run(big_main, &r), 0);
-    assert_int_equal(r, 200);
+    big_state s = {.result = -1};
+    rt_check_run(0, big_main, &s);
+    assert_int_equal(s.result, 200);
 }
 
 /* ---------------------------------------------------- spawn back-pressure */
@@ -641,8 +710,613 @@ static void test_timer_herd(void **state)
     assert_int_equal(atomic_load(&h.woke), 5 * 20000);
 }
 
-int main(void)
+/* ---------------------------------------------------------------- sysmon */
+
+/*
+ * Every P busy: goroutines that compute and yield every millisecond until
+ * told to stop (at most 2 s). A busy M looks for work only between two
+ * of them, and its own queue always has one, so it never goes idle, never
+ * steals, never blocks in the poller.
+ *
+ * Telling the runtime's lateness from the kernel's: the two cores are
+ * shared (and the VM's vCPUs with other VMs), and a thread of ours that
+ * waits 40 ms for a CPU makes any wake-up late. So each expected wake-up
+ * ("event") publishes a window, from when sysmon must have caught it
+ * (SYSMON_CATCH after it was due) to the limit, and two witnesses count
+ * how often they ran inside it: the yielders (our Ms were switching) and
+ * a plain thread sleeping 1 ms at a time that counts the wake-ups it got
+ * within 2 ms of asking (a sleeping thread, as sysmon is, got a CPU on
+ * time). A wake-up past the limit while both kept running in its window
+ * (LIVE_SWITCHES times or more each) is the runtime's fault. Otherwise
+ * the kernel did not run us and the measurement says nothing: the
+ * attempt is inconclusive.
+ */
+#define SYSMON_CATCH (12 * RT_MSEC) /* 1 ms slack + 10 ms back-off + 1 */
+#define LIVE_SWITCHES 3
+#define MAX_EVENTS 16
+
+typedef struct {
+    _Atomic bool stop;
+    rt_waitgroup wg;
+    pthread_t watchdog;
+    bool watching;       /* the watchdog thread was started */
+    _Atomic int nevents; /* windows published so far */
+    _Atomic int64_t from[MAX_EVENTS], to[MAX_EVENTS];
+    _Atomic int ran[MAX_EVENTS];    /* yielder resumptions inside each */
+    _Atomic int timely[MAX_EVENTS]; /* watchdog's timely wake-ups */
+} busy_state;
+
+/* Publish window i (events come in order, one at a time). */
+static void busy_window(busy_state *b, int i, int64_t from, int64_t to)
 {
+    atomic_store(&b->from[i], from);
+    atomic_store(&b->to[i], to);
+    atomic_store(&b->nevents, i + 1);
+}
+
+/* Count now in the window it falls in, if any. */
+static void busy_count(busy_state *b, _Atomic int *counts, int64_t now)
+{
+    int n = atomic_load(&b->nevents);
+    for (int i = n > 2 ? n - 2 : 0; i < n; i++)
+        if (now >= atomic_load(&b->from[i]) && now < atomic_load(&b->to[i]))
+            atomic_fetch_add(&counts[i], 1);
+}
+
+static void busy_yielder(void *arg)
+{
+    busy_state *b = arg;
+    int64_t end = rt_now() + 2 * RT_SEC;
+    while (!atomic_load(&b->stop) && rt_now() < end) {
+        spin_until(rt_now() + RT_MSEC);
+        rt_yield();
+        busy_count(b, b->ran, rt_now());
+    }
+    rt_waitgroup_done(&b->wg);
+}
+
+static void *busy_watchdog(void *arg)
+{
+    busy_state *b = arg;
+    while (!atomic_load(&b->stop)) {
+        int64_t due = rt_now() + RT_MSEC;
+        struct timespec ts = {.tv_sec = due / RT_SEC, .tv_nsec = due % RT_SEC};
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+        int64_t now = rt_now();
+        if (now - due < 2 * RT_MSEC)
+            busy_count(b, b->timely, now);
+    }
+    return NULL;
+}
+
+static void busy_start(busy_state *b, int n)
+{
+    b->watching = pthread_create(&b->watchdog, NULL, busy_watchdog, b) == 0;
+    CHECK(b->watching);
+    for (int i = 0; i < n; i++) {
+        rt_waitgroup_add(&b->wg, 1);
+        rt_go(busy_yielder, b);
+    }
+}
+
+static intptr_t join_thread(void *arg)
+{
+    return pthread_join(*(pthread_t *)arg, NULL);
+}
+
+static void busy_stop(busy_state *b)
+{
+    atomic_store(&b->stop, true);
+    rt_waitgroup_wait(&b->wg);
+    if (b->watching)
+        CHECK(rt_blocking(join_thread, &b->watchdog) == 0);
+}
+
+/* How an attempt of a latency test went. */
+typedef enum { ON_TIME, LATE, UNMEASURED } verdict;
+
+/* late[i]: how late event i woke; limit: the tolerance. LATE when a
+ * wake-up was past the limit while both witnesses ran in its window;
+ * ON_TIME when every one was on time but for at most one in eight that
+ * the kernel kept us from measuring; else UNMEASURED. *worst: the latest
+ * one. */
+static verdict judge(const busy_state *b, const int64_t *late, int n,
+                     int64_t limit, int64_t *worst)
+{
+    int unmeasured = 0;
+    *worst = 0;
+    for (int i = 0; i < n; i++) {
+        if (late[i] > *worst)
+            *worst = late[i];
+        if (late[i] < limit)
+            continue;
+        if (atomic_load(&b->ran[i]) >= LIVE_SWITCHES &&
+            atomic_load(&b->timely[i]) >= LIVE_SWITCHES)
+            return LATE;
+        unmeasured++;
+    }
+    return 8 * unmeasured <= n ? ON_TIME : UNMEASURED;
+}
+
+/*
+ * Run a latency test: up to 5 attempts; passes at the first on-time one,
+ * fails at the second late one ("retry once"); skips when the kernel kept
+ * our threads off the CPU in every attempt, which says nothing either way.
+ */
+static void latency_test(const char *what, int64_t limit,
+                         verdict (*attempt)(int64_t *worst))
+{
+    int late = 0;
+    int64_t worst = 0;
+    for (int i = 0; i < 5; i++) {
+        verdict v = attempt(&worst);
+        if (v == ON_TIME)
+            return;
+        print_message("%s, attempt %d: %s, %.1f ms late\n", what, i + 1,
+                      v == LATE ? "late" : "unmeasured (CPU starved)",
+                      (double)worst / RT_MSEC);
+        if (v == LATE && ++late == 2)
+            fail_msg("%s: %.1f ms late while our threads ran (limit "
+                     "%lld ms)",
+                     what, (double)worst / RT_MSEC,
+                     (long long)(limit / RT_MSEC));
+    }
+    print_message("%s: the kernel starved every attempt; not measured\n", what);
+    skip();
+}
+
+/*
+ * Network readiness while every P is busy. Two yielders keep both Ps
+ * busy; a reader is parked in rt_fd_wait on a pipe; a plain thread (not
+ * a goroutine) writes one byte every 20 ms, 15 times. Each write must wake
+ * the reader within 20 ms (40 under a sanitizer). sysmon polls when
+ * nobody has for 10 ms and its catch runs at the next switch of any M
+ * (gq_urgent): ~11 ms at worst, measured. Before sysmon a busy M polled
+ * only on its 61st schedule and only when the last poll was over 10 ms
+ * old, so a write waited up to ~60 ms and more (measured on the runtime
+ * of 7750cee: the worst of the 15 writes 80-114 ms late, with the
+ * yielders switching every millisecond all along).
+ */
+#define NET_WRITES 15
+#define NET_GAP (20 * RT_MSEC)
+#define NET_MAX_LATE (SLACK * 20 * RT_MSEC)
+
+typedef struct {
+    int fds[2];
+    int64_t start;               /* the writer's schedule starts here */
+    int64_t written[NET_WRITES]; /* writer: rt_now() after each write */
+    int64_t woke[NET_WRITES];    /* reader: when the wait ended */
+    int nwoke;
+    busy_state busy;
+    rt_waitgroup reader_wg;
+} netwake_state;
+
+static void *net_writer(void *arg)
+{
+    netwake_state *s = arg;
+    for (int i = 0; i < NET_WRITES; i++) {
+        int64_t at = s->start + (i + 1) * NET_GAP;
+        struct timespec ts = {.tv_sec = at / RT_SEC, .tv_nsec = at % RT_SEC};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
+               EINTR)
+            ;
+        ssize_t w = write(s->fds[1], "x", 1);
+        int64_t now = rt_now();
+        s->written[i] = w == 1 ? now : -1; /* -1: reported */
+        busy_window(&s->busy, i, now + SYSMON_CATCH, now + NET_MAX_LATE);
+    }
+    return NULL;
+}
+
+static void net_reader(void *arg)
+{
+    netwake_state *s = arg;
+    int64_t deadline = rt_now() + 10 * RT_SEC;
+    while (s->nwoke < NET_WRITES) {
+        int err = rt_fd_wait(s->fds[0], RT_READ, deadline, NULL);
+        int64_t now = rt_now();
+        if (err != 0) {
+            CHECK(err == 0);
+            break;
+        }
+        char b[NET_WRITES];
+        ssize_t r;
+        while ((r = read(s->fds[0], b, sizeof b)) > 0)
+            for (ssize_t k = 0; k < r && s->nwoke < NET_WRITES; k++)
+                s->woke[s->nwoke++] = now;
+        CHECK(r < 0 && errno == EAGAIN);
+    }
+    rt_waitgroup_done(&s->reader_wg);
+}
+
+static void netwake_main(void *arg)
+{
+    netwake_state *s = arg;
+    CHECK(pipe2(s->fds, O_CLOEXEC) == 0);
+    CHECK(rt_fd_register(s->fds[0]) == 0);
+    rt_waitgroup_add(&s->reader_wg, 1);
+    rt_go(net_reader, s);
+    rt_check_wait_parked(1); /* the reader, in rt_fd_wait */
+    busy_start(&s->busy, 2);
+    s->start = rt_now();
+    pthread_t writer;
+    CHECK(pthread_create(&writer, NULL, net_writer, s) == 0);
+    rt_waitgroup_wait(&s->reader_wg);
+    busy_stop(&s->busy);
+    CHECK(rt_blocking(join_thread, &writer) == 0);
+    rt_fd_unregister(s->fds[0]);
+    close(s->fds[0]);
+    close(s->fds[1]);
+}
+
+static verdict netwake_attempt(int64_t *worst)
+{
+    netwake_state *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    rt_check_run(2, netwake_main, s);
+    assert_int_equal(s->nwoke, NET_WRITES);
+    int64_t late[NET_WRITES];
+    for (int i = 0; i < NET_WRITES; i++) {
+        assert_true(s->written[i] > 0);
+        late[i] = s->woke[i] - s->written[i];
+    }
+    verdict v = judge(&s->busy, late, NET_WRITES, NET_MAX_LATE, worst);
+    free(s);
+    return v;
+}
+
+static void test_sysmon_polls_network(void **state)
+{
+    (void)state;
+    latency_test("a reader woken by a write while every P was busy",
+                 NET_MAX_LATE, netwake_attempt);
+}
+
+/*
+ * Timers of a P stuck in a long goroutine. Two yielders keep both Ps
+ * busy; a sleeper spawns a hog that computes for 50 ms without yielding
+ * and then sleeps 5 ms, 8 times. The hog goes to the sleeper's runnext,
+ * so the M that arms the sleeper's timer (on its own P's heap) runs the
+ * hog next and cannot run that timer for 50 ms; the other M always has a
+ * yielder in its queue, so it never looks at other Ps' timers. sysmon runs
+ * timers overdue by 1 ms and its catch runs at the other M's next switch:
+ * the sleeper wakes at most ~12 ms late (1 ms slack + sysmon's 10 ms
+ * back-off + a switch). Limit: 25 ms (50 under a sanitizer). Before
+ * sysmon it woke when the hog ended, 45-53 ms late every round (measured
+ * on 7750cee), with the other M switching every millisecond all along.
+ * The yielders alone would not show it: an M that switches runs its own
+ * P's due timers every time, so a sleeper among yielders woke on time
+ * before sysmon too.
+ */
+#define TIMER_ROUNDS 8
+#define TIMER_SLEEP (5 * RT_MSEC)
+#define TIMER_HOG (50 * RT_MSEC)
+#define TIMER_MAX_LATE (SLACK * 25 * RT_MSEC)
+
+typedef struct {
+    busy_state busy;
+    rt_chan *hog_done;
+    int64_t late[TIMER_ROUNDS];
+    rt_waitgroup wg;
+} tlate_state;
+
+static void timer_hog(void *arg)
+{
+    tlate_state *s = arg;
+    spin_until(rt_now() + TIMER_HOG);
+    rt_chan_send(s->hog_done, &(int){1});
+}
+
+static void timer_sleeper(void *arg)
+{
+    tlate_state *s = arg;
+    for (int i = 0; i < TIMER_ROUNDS; i++) {
+        rt_go(timer_hog, s);
+        int64_t deadline = rt_now() + TIMER_SLEEP;
+        busy_window(&s->busy, i, deadline + SYSMON_CATCH,
+                    deadline + TIMER_MAX_LATE);
+        rt_sleep_until(deadline);
+        s->late[i] = rt_now() - deadline;
+        rt_chan_recv(s->hog_done, NULL, NULL); /* one hog at a time */
+    }
+    rt_waitgroup_done(&s->wg);
+}
+
+static void tlate_main(void *arg)
+{
+    tlate_state *s = arg;
+    s->hog_done = rt_chan_make(sizeof(int), 1);
+    busy_start(&s->busy, 2);
+    rt_waitgroup_add(&s->wg, 1);
+    rt_go(timer_sleeper, s);
+    rt_waitgroup_wait(&s->wg);
+    busy_stop(&s->busy);
+    rt_chan_free(s->hog_done);
+}
+
+static verdict tlate_attempt(int64_t *worst)
+{
+    tlate_state *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    rt_check_run(2, tlate_main, s);
+    for (int i = 0; i < TIMER_ROUNDS; i++)
+        assert_true(s->late[i] >= 0); /* never early */
+    verdict v = judge(&s->busy, s->late, TIMER_ROUNDS, TIMER_MAX_LATE, worst);
+    free(s);
+    return v;
+}
+
+static void test_sysmon_runs_timers(void **state)
+{
+    (void)state;
+    latency_test("a 5 ms sleep on a P held by a 50 ms goroutine",
+                 TIMER_MAX_LATE, tlate_attempt);
+}
+
+/*
+ * A goroutine that computes without yielding on one of 2 Ps, for 60 ms
+ * and then until it has been seen (2 s at most): a goroutine on the other
+ * P finds it in a dump as "[running, N ms without yielding]" (N >= 10,
+ * RT_LONG_RUN), and rt_sched_stats counts it, naming its spawn function
+ * and site. Before sysmon nothing watched for long runs at all.
+ */
+typedef struct {
+    _Atomic bool seen; /* by the watcher: the hog may stop */
+    long seen_ms;
+    uint64_t hog_id;
+    rt_sched_stats st; /* as the watcher saw them, the hog still running */
+    rt_waitgroup wg;
+} longrun_state;
+
+static void long_hog(void *arg)
+{
+    longrun_state *s = arg;
+    int64_t t0 = rt_now();
+    spin_until(t0 + 60 * RT_MSEC);
+    while (!atomic_load(&s->seen) && rt_now() < t0 + 2 * RT_SEC)
+        ;
+    rt_waitgroup_done(&s->wg);
+}
+
+/* In a dump, the header line of the goroutine spawned at fn_name that
+ * runs without yielding: true and its N ms. */
+static bool find_long_run(const char *dump, const char *fn_name, long *ms)
+{
+    char key[128];
+    snprintf(key, sizeof key, "]:\n\tspawned at %s (", fn_name);
+    const char *p = strstr(dump, key);
+    if (p == NULL)
+        return false;
+    while (p > dump && p[-1] != '\n')
+        p--;
+    unsigned long long id;
+    return sscanf(p, "goroutine %llu [running, %ld ms without yielding]", &id,
+                  ms) == 2;
+}
+
+static void long_watcher(void *arg)
+{
+    longrun_state *s = arg;
+    size_t size = 16384;
+    char *buf = malloc(size);
+    CHECK(buf != NULL);
+    int64_t end = rt_now() + 2 * RT_SEC;
+    bool found = false;
+    while (buf != NULL && !found && rt_now() < end) {
+        rt_dump_buf(buf, size);
+        found = find_long_run(buf, "long_hog", &s->seen_ms);
+        if (!found)
+            rt_yield();
+    }
+    free(buf);
+    /* sysmon counts a run in the round that marks it, a moment after the
+     * mark, and names the last long run it saw in each round: another
+     * goroutine whose thread the kernel kept off the CPU for 10 ms looks
+     * like one too. While the hog runs, every round names it again. */
+    for (;;) {
+        rt_sched_stats_get(&s->st);
+        bool named = s->st.last_long_fn != NULL &&
+                     strcmp(s->st.last_long_fn, "long_hog") == 0;
+        if (!found || (s->st.long_runs >= 1 && named) || rt_now() > end)
+            break;
+        rt_yield();
+    }
+    if (!found)
+        s->seen_ms = -1;
+    atomic_store(&s->seen, true); /* the hog may stop */
+    rt_waitgroup_done(&s->wg);
+}
+
+static void longrun_main(void *arg)
+{
+    longrun_state *s = arg;
+    rt_waitgroup_add(&s->wg, 2);
+    rt_go(long_watcher, s);
+    s->hog_id = rt_go(long_hog, s);
+    rt_waitgroup_wait(&s->wg);
+}
+
+static void test_sysmon_long_run(void **state)
+{
+    (void)state;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        longrun_state s = {0};
+        rt_check_run(2, longrun_main, &s);
+        bool named = s.st.last_long_fn != NULL &&
+                     strcmp(s.st.last_long_fn, "long_hog") == 0 &&
+                     s.st.last_long_goid == s.hog_id &&
+                     strstr(s.st.last_long_file, "test_sched.c") != NULL &&
+                     s.st.last_long_line > 0;
+        if (s.seen_ms >= RT_LONG_RUN / RT_MSEC && s.st.long_runs >= 1 &&
+            s.st.last_long_ns >= RT_LONG_RUN && named)
+            return;
+        print_message("long-run attempt %d: dump %ld ms, %llu counted, "
+                      "last %s\n",
+                      attempt + 1, s.seen_ms,
+                      (unsigned long long)s.st.long_runs,
+                      s.st.last_long_fn ? s.st.last_long_fn : "(none)");
+    }
+    fail_msg("a goroutine running without yielding was not reported");
+}
+
+/* -------------------------------------------------- m_sleep's timer race */
+
+/*
+ * An M about to sleep looks at the timers, then publishes its wake-up
+ * time. A timer started in between by someone else (on another M, or
+ * sysmon) saw no sleeping M to wake, and the M slept past it: for ever
+ * when it had no timer before. m_sleep now publishes sleep_until and
+ * looks at the timers again. The test hook runs in that window: with one
+ * P, the main goroutine waits (select, 2 s timeout) on a channel that a
+ * timer started by the hook, due in 20 ms, sends to. Fixed: woken after
+ * ~20 ms. Before: the M slept until the select's own 2 s timeout (without
+ * that timeout, for ever; sysmon does not help, it parks while every M is
+ * idle). Measured with the hook at the same point of 7750cee's m_sleep,
+ * and with today's second look removed: woken after 2,000-2,004 ms.
+ * Limit: 1 s. In a child ("--crash m-sleep-race"): one P and a global
+ * hook.
+ */
+static rt__timer race_timer; /* outlives the hook's frame */
+static rt_chan *race_chan;
+static _Atomic int race_hook_calls;
+
+static void race_fire(rt__timer *t)
+{
+    (void)t;
+    int64_t v = rt_now();
+    (void)rt_chan_trysend(race_chan, &v); /* scheduler context */
+}
+
+static void race_hook(void)
+{
+    if (atomic_fetch_add(&race_hook_calls, 1) != 0)
+        return;
+    rt__timer_init(&race_timer, race_fire, NULL);
+    rt__timer_start(&race_timer, rt__deadline_after(20 * RT_MSEC));
+}
+
+static void race_main(void *arg)
+{
+    (void)arg;
+    race_chan = rt_chan_make(sizeof(int64_t), 1);
+    int64_t t0 = rt_now();
+    rt__test_hook_m_sleep = race_hook; /* the next m_sleep is ours */
+    int64_t v = 0;
+    rt_case cs[] = {RT_RECV_CASE(race_chan, &v)};
+    int r = rt_select_timeout(cs, 1, 2 * RT_SEC);
+    int64_t took = rt_now() - t0;
+    rt__test_hook_m_sleep = NULL;
+    CHECK(atomic_load(&race_hook_calls) >= 1);
+    CHECK(r == 0);
+    CHECK(took >= 20 * RT_MSEC);
+    CHECK(took < RT_SEC);
+    if (took >= RT_SEC)
+        fprintf(stderr, "woken after %lld ms\n", (long long)(took / RT_MSEC));
+    rt__timer_stop(&race_timer);
+    rt_chan_free(race_chan);
+}
+
+static void test_m_sleep_timer_race(void **state)
+{
+    (void)state;
+    char buf[4096];
+    int status = rt_check_child("m-sleep-race", NULL, 60, buf, sizeof buf);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("m-sleep-race: child status 0x%x: %s", status, buf);
+}
+
+/* ------------------------------------------------ saturating durations */
+
+/*
+ * Durations near INT64_MAX saturate to RT_FOREVER instead of overflowing
+ * rt_now() + d. Before (7750cee) that was a signed overflow (UBSan aborted
+ * in make test-asan), and without UBSan the wrapped, negative deadline
+ * made rt_sleep(RT_FOREVER) and rt_sleep(INT64_MAX - 1) return at once
+ * and rt_timer_new(RT_FOREVER) and rt_timer_reset(t, RT_FOREVER) fire at
+ * once (measured: 2 of the 3 sleepers returned, both timers fired and
+ * stop said false). rt_sleep_until(RT_FOREVER) never overflowed; it parks
+ * for good now without arming a timer. Sleepers for ever stay parked
+ * (they are abandoned when main returns, which rt_run allows), a timer at
+ * RT_FOREVER never fires and is still pending when stopped. The 100 ms
+ * sleep of main is the observation window.
+ */
+typedef struct {
+    _Atomic int returned; /* bit per sleeper */
+} forever_state;
+
+static void sleep_forever_g(void *arg)
+{
+    rt_sleep(RT_FOREVER);
+    atomic_fetch_or(&((forever_state *)arg)->returned, 1);
+}
+
+static void sleep_almost_forever_g(void *arg)
+{
+    rt_sleep(INT64_MAX - 1);
+    atomic_fetch_or(&((forever_state *)arg)->returned, 2);
+}
+
+static void sleep_until_forever_g(void *arg)
+{
+    rt_sleep_until(RT_FOREVER);
+    atomic_fetch_or(&((forever_state *)arg)->returned, 4);
+}
+
+static void forever_main(void *arg)
+{
+    forever_state *s = arg;
+    rt_go(sleep_forever_g, s);
+    rt_go(sleep_almost_forever_g, s);
+    rt_go(sleep_until_forever_g, s);
+    rt_check_wait_parked(3);
+    rt_timer *never = rt_timer_new(RT_FOREVER);
+    rt_timer *reset = rt_timer_new(RT_SEC);
+    CHECK(never != NULL && reset != NULL);
+    CHECK(rt_timer_reset(reset, RT_FOREVER) == true); /* it was running */
+    rt_sleep(100 * RT_MSEC);
+    CHECK(atomic_load(&s->returned) == 0);
+    CHECK(rt_goroutines() == 4);
+    int64_t v;
+    CHECK(!rt_chan_tryrecv(rt_timer_chan(never), &v, NULL));
+    CHECK(!rt_chan_tryrecv(rt_timer_chan(reset), &v, NULL));
+    CHECK(rt_timer_stop(never) == true);
+    CHECK(rt_timer_stop(reset) == true);
+    rt_timer_free(never);
+    rt_timer_free(reset);
+}
+
+static void test_durations_saturate(void **state)
+{
+    (void)state;
+    forever_state s = {0};
+    rt_check_run(2, forever_main, &s);
+    assert_int_equal(atomic_load(&s.returned), 0);
+}
+
+/* ------------------------------------------------------ child scenarios */
+
+static int child_main(const char *name)
+{
+    rt_check_reset();
+    if (strcmp(name, "overflow") == 0) {
+        rt_set_procs(1);
+        rt_run(overflow_main, NULL);
+        return 0; /* survived: the parent reports it */
+    }
+    if (strcmp(name, "m-sleep-race") == 0) {
+        rt_set_procs(1);
+        if (rt_run(race_main, NULL) != 0)
+            return 3;
+        return atomic_load(&rt_check_failures) != 0;
+    }
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--crash") == 0)
+        return child_main(argv[2]);
+
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spawn_many),
         cmocka_unit_test(test_procs_env),
@@ -658,6 +1332,11 @@ int main(void)
         cmocka_unit_test(test_spawn_backpressure),
         cmocka_unit_test(test_stress_all_ps),
         cmocka_unit_test(test_timer_herd),
+        cmocka_unit_test(test_sysmon_polls_network),
+        cmocka_unit_test(test_sysmon_runs_timers),
+        cmocka_unit_test(test_sysmon_long_run),
+        cmocka_unit_test(test_m_sleep_timer_race),
+        cmocka_unit_test(test_durations_saturate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
