@@ -10,24 +10,11 @@
 #include <stdint.h>
 
 #include "http_parse.h"
+#include "metrics.h"
 #include "response.h"
 #include "route.h"
 #include "rt.h"
 #include "state.h"
-
-/* Outcomes of a part, as the metrics name them; the answer's reasons
- * are gw_part_reason()'s. */
-typedef enum gw_outcome {
-    GW_OK,
-    GW_TIMEOUT,
-    GW_UNAVAILABLE,
-    GW_STATUS, /* a non-2xx answer */
-    GW_INVALID_JSON,
-    GW_TOO_LARGE,
-    GW_OVERLOADED,
-    GW_CANCELLED, /* a required sibling failed, or the client left */
-    GW_NOUTCOMES
-} gw_outcome;
 
 /*
  * What the server hands the request goroutine. Everything it points to
