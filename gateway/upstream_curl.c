@@ -615,7 +615,6 @@ static int call_setup(curl_client *up, struct call *c,
     SET(CURLOPT_WRITEDATA, c);
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, c);
-    SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
     if (c->hdrs != NULL)
         SET(CURLOPT_HTTPHEADER, c->hdrs);
     if (c->connect_to != NULL)
@@ -623,6 +622,10 @@ static int call_setup(curl_client *up, struct call *c,
     if (up->ca_file != NULL)
         SET(CURLOPT_CAINFO, up->ca_file);
     const char *m = req->method != NULL ? req->method : "GET";
+    /* A known Content-Length over the cap is refused before the body is
+     * read; a HEAD answer's Content-Length comes with no body. */
+    if (strcmp(m, "HEAD") != 0)
+        SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
     if (strcmp(m, "HEAD") == 0)
         SET(CURLOPT_NOBODY, 1L);
     else if (strcmp(m, "GET") != 0 || req->body != NULL)
@@ -679,8 +682,14 @@ static int map_error(struct call *c)
         return -EPROTO;
     case CURLE_OUT_OF_MEMORY:
         return -ENOMEM;
+    case CURLE_UNSUPPORTED_PROTOCOL: {
+        /* Before connecting: the URL's scheme. After: an answer that is
+         * not HTTP (libcurl calls it HTTP/0.9 and refuses it). */
+        char *ip = NULL;
+        curl_easy_getinfo(c->easy, CURLINFO_PRIMARY_IP, &ip);
+        return ip != NULL && ip[0] != '\0' ? -EPROTO : -EINVAL;
+    }
     case CURLE_URL_MALFORMAT:
-    case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_BAD_FUNCTION_ARGUMENT:
         return -EINVAL;
     default:
