@@ -418,7 +418,8 @@ static host *host_find(native_client *up, const char *addr)
     return NULL;
 }
 
-/* Find or make addr's host; NULL when out of memory. Under mu. */
+/* Find or make addr's host (owned by up, freed by host_release); NULL
+ * when out of memory. Under mu. */
 static host *host_get(native_client *up, const char *addr)
 {
     host *h = host_find(up, addr);
@@ -522,9 +523,9 @@ static bool expired(const native_client *up, const pconn *pc, int64_t now)
            now - pc->created >= up->max_age;
 }
 
-/* An idle connection to addr that still looks alive, taken busy; NULL
- * when there is none. The dead and expired ones met on the way are
- * destroyed. */
+/* An idle connection to addr that still looks alive, taken busy (the
+ * caller owns it until pool_give_back); NULL when there is none. The dead
+ * and expired ones met on the way are destroyed. */
 static pconn *pool_take(native_client *up, const char *addr)
 {
     pconn *doomed = NULL, *pc = NULL;
@@ -550,9 +551,10 @@ static pconn *pool_take(native_client *up, const char *addr)
 }
 
 /*
- * Give back a connection its call is done with: into the idle list when
- * keep says it can serve again and there is room, else destroyed. Also
- * sweeps the address's longest-idle connections that have expired.
+ * Give back a connection its call is done with (the caller's ownership
+ * ends): into the idle list when keep says it can serve again and there
+ * is room, else destroyed. Also sweeps the address's longest-idle
+ * connections that have expired.
  */
 static void pool_give_back(native_client *up, pconn *pc, bool keep)
 {
@@ -583,42 +585,35 @@ static void pool_give_back(native_client *up, pconn *pc, bool keep)
 }
 
 /*
- * A new connection to addr, taken busy. The dial runs under a child of
- * ctx that gw_upstream_free cancels. Returns 0 or rt_dial's error
- * (-ECANCELED when the client is closing).
+ * A new connection to addr, taken busy: the caller owns it until it hands
+ * it to pool_give_back. The dial runs under a child of ctx that
+ * gw_upstream_free cancels. Returns 0 or rt_dial's error (-ECANCELED when
+ * the client is closing, -ENOMEM).
  */
 static int pool_dial(native_client *up, const char *addr, rt_ctx *ctx,
                      int64_t deadline, pconn **out)
 {
     *out = NULL;
+    int err = -ENOMEM;
     pconn *pc = calloc(1, sizeof *pc);
     if (pc == NULL)
-        return -ENOMEM;
+        goto fail;
     rt_ctx *dctx = rt_ctx_with_cancel(ctx != NULL ? ctx : rt_ctx_background());
-    if (dctx == NULL) {
-        free(pc);
-        return -ENOMEM;
-    }
-    int err = 0;
+    if (dctx == NULL)
+        goto fail_pc;
     rt_mutex_lock(&up->mu);
     host *h = NULL;
-    if (atomic_load(&up->closing))
-        err = -ECANCELED;
-    else if ((h = host_get(up, addr)) == NULL)
-        err = -ENOMEM;
-    if (err == 0) {
-        h->nconns++;
-        pc->h = h;
-        pc->busy = true;
-        pc->dial_ctx = dctx;
-        all_link(up, pc);
+    if (atomic_load(&up->closing) || (h = host_get(up, addr)) == NULL) {
+        err = atomic_load(&up->closing) ? -ECANCELED : -ENOMEM;
+        rt_mutex_unlock(&up->mu);
+        goto fail_ctx;
     }
+    h->nconns++;
+    pc->h = h;
+    pc->busy = true;
+    pc->dial_ctx = dctx;
+    all_link(up, pc);
     rt_mutex_unlock(&up->mu);
-    if (err != 0) {
-        rt_ctx_release(dctx);
-        free(pc);
-        return err;
-    }
 
     rt_conn *c = NULL;
     err = rt_dial(addr, &c, deadline, dctx);
@@ -630,7 +625,7 @@ static int pool_dial(native_client *up, const char *addr, rt_ctx *ctx,
     rt_mutex_unlock(&up->mu);
     rt_ctx_release(dctx);
     if (err != 0) {
-        pool_give_back(up, pc, false);
+        pool_give_back(up, pc, false); /* detaches and destroys it */
         return err;
     }
     atomic_fetch_add(&up->n_connects, 1);
@@ -638,6 +633,13 @@ static int pool_dial(native_client *up, const char *addr, rt_ctx *ctx,
     pc->drained = true;
     *out = pc;
     return 0;
+
+fail_ctx:
+    rt_ctx_release(dctx);
+fail_pc:
+    free(pc);
+fail:
+    return err;
 }
 
 /* ------------------------------------------------ the answer (llhttp) */
@@ -844,11 +846,15 @@ static int read_answer(exchange *x, int64_t deadline, rt_ctx *ctx,
 {
     pconn *pc = x->pc;
     for (;;) {
-        if (pc->drained) {
-            int err = rt_conn_wait(pc->conn, RT_READ, deadline, ctx);
-            if (err != 0)
-                return err;
-        }
+        int err = 0;
+        if (pc->drained)
+            err = rt_conn_wait(pc->conn, RT_READ, deadline, ctx);
+        else if (ctx != NULL && rt_ctx_err(ctx) != 0)
+            err = -ECANCELED; /* a fast stream must not outrun ctx */
+        else if (deadline != RT_FOREVER && rt_now() >= deadline)
+            err = -ETIMEDOUT;
+        if (err != 0)
+            return err;
         char *dst = pc->rbuf;
         size_t want = sizeof pc->rbuf;
         if (x->cl_body && x->body_len < x->cl) {
