@@ -644,12 +644,36 @@ static void check_limits(checker *c, json_t *root)
     path_pop(c, saved);
 }
 
+/* "client": "auto" (default: native for http, curl for https), "native"
+ * (http only) or "curl". */
+static void check_client(checker *c, json_t *v, gw_backend_cfg *b)
+{
+    bool https = b->scheme != NULL && strcmp(b->scheme, "https") == 0;
+    b->client = https ? GW_CLIENT_CURL : GW_CLIENT_NATIVE;
+    const char *kind = get_str(c, v, "client", NULL);
+    if (kind == NULL || strcmp(kind, "auto") == 0)
+        return;
+    char q[QUOTE_CAP];
+    size_t at = path_key(c, "client");
+    if (strcmp(kind, "curl") == 0)
+        b->client = GW_CLIENT_CURL;
+    else if (strcmp(kind, "native") != 0)
+        problem(c,
+                "unknown client %s: must be \"auto\", \"native\" or "
+                "\"curl\"",
+                quote(q, kind));
+    else if (https)
+        problem(c, "the native client speaks plain HTTP: an https backend "
+                   "uses \"curl\" (or \"auto\")");
+    path_pop(c, at);
+}
+
 static void check_backend(checker *c, const char *name, json_t *v,
                           gw_backend_cfg *b)
 {
-    static const char *const keys[] = {"url",        "max_inflight",
-                                       "timeout_ms", "max_response_bytes",
-                                       "ca_file",    NULL};
+    static const char *const keys[] = {
+        "url",     "max_inflight", "timeout_ms", "max_response_bytes",
+        "ca_file", "client",       NULL};
     char q[QUOTE_CAP];
 
     b->name = copy_str(c, name);
@@ -694,6 +718,7 @@ static void check_backend(checker *c, const char *name, json_t *v,
             b->ca_file = abs_path(c, "ca_file", ca);
         }
     }
+    check_client(c, v, b);
 }
 
 static void check_backends(checker *c, json_t *root)

@@ -69,6 +69,12 @@ typedef struct gw_limits {
     int64_t max_connection_age_ms;              /* 0 = none */
 } gw_limits;
 
+/* Which upstream client calls a backend (its "client" key). */
+typedef enum gw_client_kind {
+    GW_CLIENT_NATIVE = 0, /* HTTP/1.1 on the runtime's sockets: http only */
+    GW_CLIENT_CURL = 1,   /* libcurl: http and https */
+} gw_client_kind;
+
 typedef struct gw_backend_cfg {
     char *name;   /* its key in "backends" */
     char *url;    /* as written */
@@ -81,6 +87,9 @@ typedef struct gw_backend_cfg {
     int64_t max_response_bytes; /* 1 MiB */
     char *ca_file; /* NULL, or a path made absolute against the config's
                       folder */
+    /* "client", with "auto" (the default) resolved: native for http,
+     * curl for https. */
+    gw_client_kind client;
 } gw_backend_cfg;
 
 typedef struct gw_part_cfg {

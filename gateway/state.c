@@ -3,9 +3,10 @@
  *
  * Built once per configuration (at start, and at each reload later):
  * the router, the JSON pieces of every route's merged answer, and per
- * backend its upstream client (libcurl, keep-alive pool of max_inflight
- * connections, host names through the c-ares resolver), its semaphore
- * and its origin string. Immutable once built, so requests read it
+ * backend its upstream client (the kind its "client" key chose, native
+ * or libcurl; a keep-alive pool of up to max_inflight connections, host
+ * names through the c-ares resolver), its semaphore and its origin
+ * string. Immutable once built, so requests read it
  * without locks; only refs changes.
  */
 #include "state.h"
@@ -127,6 +128,8 @@ static int backends_build(gw_state *s, char *err, size_t errlen)
         if (b->origin == NULL || b->sem == NULL)
             return -ENOMEM;
         gw_upstream_opts o = {
+            .client = bc->client == GW_CLIENT_NATIVE ? GW_UPSTREAM_NATIVE
+                                                     : GW_UPSTREAM_CURL,
             .max_host_connections = (int)bc->max_inflight,
             .max_response_bytes = (size_t)bc->max_response_bytes,
             .ca_file = bc->ca_file,

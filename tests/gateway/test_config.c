@@ -165,6 +165,7 @@ static void check_demo(const gw_config *cfg)
         assert_int_equal(b->timeout_ms, 0); /* the route deadline alone */
         assert_int_equal(b->max_response_bytes, 1024 * 1024);
         assert_null(b->ca_file);
+        assert_int_equal(b->client, GW_CLIENT_NATIVE); /* auto, http */
     }
 
     assert_int_equal(cfg->nroutes, 1);
@@ -320,7 +321,7 @@ static void test_everything_set(void **state)
         "'max_requests_per_connection':0,'max_connection_age_ms':9},"
         "'backends':{'s':{'url':'https://api.example.com:8443/v1/',"
         "'max_inflight':1,'timeout_ms':2,'max_response_bytes':3,"
-        "'ca_file':'ca.pem'}},"
+        "'ca_file':'ca.pem','client':'curl'}},"
         "'routes':[{'method':'POST','path':'/p/{a}/{b}','timeout_ms':77,"
         "'forward_headers':['Authorization','Accept-Language'],"
         "'fanout':[{'name':'one','backend':'s','path':'/q/{a}',"
@@ -363,6 +364,7 @@ static void test_everything_set(void **state)
     assert_int_equal(b->timeout_ms, 2);
     assert_int_equal(b->max_response_bytes, 3);
     assert_string_equal(b->ca_file, "/etc/fanfold/ca.pem");
+    assert_int_equal(b->client, GW_CLIENT_CURL);
     const gw_route_cfg *r = &cfg->routes[0];
     assert_string_equal(r->method, "POST");
     assert_string_equal(r->path, "/p/{a}/{b}");
@@ -691,6 +693,46 @@ static void test_ca_file(void **state)
         parse_ok(CFG_BACKEND("'url':'https://h','ca_file':'/etc/ssl/ca.pem'"));
     assert_string_equal(cfg->backends[0].ca_file, "/etc/ssl/ca.pem");
     gw_config_free(cfg);
+}
+
+/* "client": auto (by scheme), native (http only), curl. */
+static void test_client(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *backend;
+        gw_client_kind want;
+    } good[] = {
+        {"'url':'http://h'", GW_CLIENT_NATIVE},
+        {"'url':'https://h'", GW_CLIENT_CURL},
+        {"'url':'http://h','client':'auto'", GW_CLIENT_NATIVE},
+        {"'url':'https://h','client':'auto'", GW_CLIENT_CURL},
+        {"'url':'http://h','client':'native'", GW_CLIENT_NATIVE},
+        {"'url':'http://h','client':'curl'", GW_CLIENT_CURL},
+        {"'url':'https://h','client':'curl'", GW_CLIENT_CURL},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char json[512];
+        snprintf(json, sizeof json,
+                 "{" LISTEN ",'backends':{'b':{%s}}," ROUTES "}",
+                 good[i].backend);
+        gw_config *cfg = parse_ok(json);
+        assert_int_equal(cfg->backends[0].client, good[i].want);
+        gw_config_free(cfg);
+    }
+    expect_problems(CFG_BACKEND("'url':'http://h','client':'libcurl'"),
+                    "backends.b.client: unknown client \"libcurl\": must be "
+                    "\"auto\", \"native\" or \"curl\"",
+                    NULL);
+    expect_problems(CFG_BACKEND("'url':'https://h','client':'native'"),
+                    "backends.b.client: the native client speaks plain HTTP: "
+                    "an https backend uses \"curl\" (or \"auto\")",
+                    NULL);
+    expect_problems(CFG_BACKEND("'url':'http://h','client':''"),
+                    "backends.b.client: must not be empty", NULL);
+    expect_problems(CFG_BACKEND("'url':'http://h','client':1"),
+                    "backends.b.client: must be a string, not an integer",
+                    NULL);
 }
 
 /* ---------------------------------------------------- fan-out and names */
@@ -1485,6 +1527,7 @@ int main(void)
         cmocka_unit_test(test_bad_urls),
         cmocka_unit_test(test_good_urls),
         cmocka_unit_test(test_ca_file),
+        cmocka_unit_test(test_client),
         cmocka_unit_test(test_unknown_backend),
         cmocka_unit_test(test_fanout_missing_or_empty),
         cmocka_unit_test(test_too_many_parts),
