@@ -4,6 +4,7 @@
  *
  *   build/gateway [-c FILE] [--check] [--workers N] [--listen ADDR]
  *                 [--log-level LEVEL]
+ *   build/gateway --probe URL    (a health check: probe.c)
  *
  * Everything that reads files (the configuration, the TLS certificate
  * and key) happens before rt_run, on the process's main thread; from
@@ -14,6 +15,7 @@
 #include "config.h"
 #include "dns.h"
 #include "http_server.h"
+#include "probe.h"
 #include "rt.h"
 #include "state.h"
 #include "tls.h"
@@ -49,7 +51,9 @@ static void usage(FILE *f)
             "                     process may use (affinity, cgroup quota)\n"
             "  --listen ADDR      listen on ADDR (host:port) instead of the "
             "config's\n"
-            "  --log-level LEVEL  error, warn, info (default) or debug\n");
+            "  --log-level LEVEL  error, warn, info (default) or debug\n"
+            "  --probe URL        GET http://HOST:PORT/PATH and exit: 0 for a "
+            "2xx, else 1\n");
 }
 
 /* ------------------------------------------------------------- CPUs */
@@ -219,10 +223,11 @@ int main(int argc, char **argv)
         {"workers", required_argument, NULL, 'w'},
         {"listen", required_argument, NULL, 'l'},
         {"log-level", required_argument, NULL, 'L'},
+        {"probe", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *file = NULL, *listen = NULL, *level = "info";
+    const char *file = NULL, *listen = NULL, *level = "info", *probe = NULL;
     bool check = false;
     long workers = -1;
     int c;
@@ -260,6 +265,9 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'P':
+            probe = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -273,6 +281,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (probe != NULL)
+        return gw_probe_main(probe);
 
     gw_config *cfg = NULL;
     gw_config_errors errs = {0};
@@ -287,13 +297,15 @@ int main(int argc, char **argv)
     }
     gw_config_errors_free(&errs);
     if (listen != NULL) {
-        char *copy = strdup(listen);
-        if (copy == NULL) {
+        /* The configuration's strings live in its arena; argv's live as
+         * long as the process: point at it, free nothing. */
+        const char *why;
+        if (gw_config_check_listen(listen, &why) != 0) {
+            fprintf(stderr, "gateway: --listen %s: %s\n", listen, why);
             gw_config_free(cfg);
-            return 1;
+            return 2;
         }
-        free(cfg->listen);
-        cfg->listen = copy;
+        cfg->listen = (char *)listen;
     }
     if (check) {
         gw_config_free(cfg);
