@@ -90,7 +90,7 @@ extern char **environ;
 #define IO_TIMEOUT_MS 5000
 #define MAX_PROCS 12
 #define MAX_CLIENTS 64
-#define MAX_STUBS 4
+#define MAX_STUBS 8
 #define CLIENT_BUF 65536
 #define CONFIG_MAX 8192
 
@@ -927,6 +927,12 @@ static void stub_serve(stub *s, int c)
     for (int64_t until = now_ms() + s->delay_ms;
          now_ms() < until && !atomic_load(&s->stop);)
         sleep_ms(5);
+    if (s->status == 0) {
+        /* A reset instead of an answer. */
+        struct linger lg = {1, 0};
+        setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        return;
+    }
     char out[512];
     int n = snprintf(out, sizeof out,
                      "HTTP/1.1 %d Stub\r\nContent-Type: application/json\r\n"
@@ -952,8 +958,8 @@ static void *stub_main(void *arg)
     return NULL;
 }
 
-/* A stub backend answering status with body after delay_ms; stopped by
- * the teardown. */
+/* A stub backend answering status with body after delay_ms (status 0:
+ * resetting the connection instead); stopped by the teardown. */
 static stub *stub_start(int status, const char *body, int delay_ms)
 {
     assert_true(E.nstubs < MAX_STUBS);
@@ -1518,6 +1524,16 @@ static void test_reason_unavailable_dns(void **state)
     assert_true(atomic_load(&dns->queries) > 0);
 }
 
+/* The backend resets the connection instead of answering. */
+static void test_reason_unavailable_reset(void **state)
+{
+    (void)state;
+    char x[128];
+    stub *s = stub_start(0, "", 0);
+    snprintf(x, sizeof x, "'url':'http://127.0.0.1:%d'", s->port);
+    reason_case(x, "", "unavailable", 502);
+}
+
 static void test_reason_status_503(void **state)
 {
     (void)state;
@@ -1527,13 +1543,26 @@ static void test_reason_status_503(void **state)
     reason_case(x, "", "status 503", 502);
 }
 
-static void test_reason_invalid_json(void **state)
+/* The mock answers 404 for a path it does not know. */
+static void test_reason_status_404(void **state)
 {
     (void)state;
     char x[128];
-    stub *s = stub_start(200, "this is not JSON", 0);
-    snprintf(x, sizeof x, "'url':'http://127.0.0.1:%d'", s->port);
-    reason_case(x, "", "invalid json", 502);
+    snprintf(x, sizeof x, "'url':'http://127.0.0.1:%d/nowhere'",
+             mock_start("m", NULL));
+    reason_case(x, "", "status 404", 502);
+}
+
+static void test_reason_invalid_json(void **state)
+{
+    (void)state;
+    const char *bodies[] = {"this is not JSON", "{\"a\":1", "{} {}"};
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        char x[128];
+        stub *s = stub_start(200, bodies[i], 0);
+        snprintf(x, sizeof x, "'url':'http://127.0.0.1:%d'", s->port);
+        reason_case(x, "", "invalid json", 502);
+    }
 }
 
 static void test_reason_invalid_json_empty(void **state)
@@ -2136,6 +2165,31 @@ static void test_max_requests_per_connection(void **state)
     }
 }
 
+/* max_connection_age_ms 300: the first answer after that closes the
+ * connection, whatever the request is. */
+static void test_max_connection_age(void **state)
+{
+    (void)state;
+    int gw = limits_start("'max_connection_age_ms':300");
+    resp *r = new_resp();
+    const char *late[] = {"/api/products/1?user=u", "/healthz", "/nope"};
+    for (size_t i = 0; i < sizeof late / sizeof late[0]; i++) {
+        client *c = dial(gw);
+        char req[256];
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: gw\r\n\r\n",
+                 late[i]);
+        assert_int_equal(cl_send(c, req), 0);
+        assert_int_equal(cl_recv(c, false, r, IO_TIMEOUT_MS), 0);
+        assert_no_header(r, "Connection");
+        sleep_ms(350);
+        assert_int_equal(cl_send(c, req), 0);
+        assert_int_equal(cl_recv(c, false, r, IO_TIMEOUT_MS), 0);
+        assert_header(r, "Connection", "close");
+        assert_closes(c);
+        cl_close(c);
+    }
+}
+
 /* max_connections 2: the third is answered 503 and closed; once one
  * closes, a new one is served. */
 static void test_max_connections(void **state)
@@ -2237,8 +2291,8 @@ static void test_400_malformed(void **state)
         "GET /healthz HTTP/1.1\r\n\r\n", /* no Host */
         "GET /healthz\r\n\r\n",          /* no version */
         "GET /healthz HTTP/1.1\nHost: gw\n\n",
-        "GET /healthz HTTP/1.1\r\nHost: gw\r\nContent-Length: 1\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n",
+        ("GET /healthz HTTP/1.1\r\nHost: gw\r\nContent-Length: 1\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n"),
         "FOO /healthz HTTP/1.1\r\nHost: gw\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
@@ -2611,8 +2665,8 @@ static const char broken_cfg[] =
 static const char *const broken_lines[] = {
     "config: lisen: unknown key",
     "config: limits.max_header_bytes: must be between 1 and 1048576 (got 0)",
-    "config: backends.a.url: invalid URL \"ftp://x\": the scheme must be http "
-    "or https",
+    ("config: backends.a.url: invalid URL \"ftp://x\": the scheme must be "
+     "http or https"),
     "config: routes[0].fanout[0].backend: unknown backend \"q\"",
 };
 
@@ -2749,7 +2803,9 @@ int main(void)
         T(test_reason_timeout),
         T(test_reason_unavailable_refused),
         T(test_reason_unavailable_dns),
+        T(test_reason_unavailable_reset),
         T(test_reason_status_503),
+        T(test_reason_status_404),
         T(test_reason_invalid_json),
         T(test_reason_invalid_json_empty),
         T(test_reason_too_large),
@@ -2770,6 +2826,7 @@ int main(void)
         T(test_408_body_timeout),
         T(test_idle_timeout),
         T(test_max_requests_per_connection),
+        T(test_max_connection_age),
         T(test_max_connections),
         T(test_expect_continue),
         T(test_400_malformed),
