@@ -566,7 +566,9 @@ static verdict serve_one(conn *cn, gw_state *st, bool first)
             request_free(rq);
             return CLOSE;
         }
-        hr = gw_http_parser_request(&cn->parser);
+        /* hr, the head, stays valid (and its keep_alive final once the
+         * body is read); gw_http_parser_request would be NULL with the
+         * body unread. */
         close = close || !hr->keep_alive;
         int werr =
             write_response(cn, &early, rq->id, close,
