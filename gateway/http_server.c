@@ -509,6 +509,19 @@ static int read_body(conn *cn, const gw_limits *lim, const char *id)
     }
 }
 
+/* Whether this answer is the connection's last whatever the request
+ * asks: the server is stopping, or the connection has served
+ * max_requests_per_connection or outlived max_connection_age_ms. Applies
+ * to every answer, routed or not. */
+static bool conn_retiring(const conn *cn, const gw_limits *lim)
+{
+    return atomic_load(&cn->srv->stopping) ||
+           (lim->max_requests_per_connection > 0 &&
+            cn->nreq + 1 >= (unsigned long)lim->max_requests_per_connection) ||
+           (lim->max_connection_age_ms > 0 &&
+            rt_now() - cn->accepted >= lim->max_connection_age_ms * RT_MSEC);
+}
+
 /*
  * One request, from its head to its answer. Returns NEXT to read the
  * next one on this connection, CLOSE to end it.
@@ -569,7 +582,7 @@ static verdict serve_one(conn *cn, gw_state *st, bool first)
         /* hr, the head, stays valid (and its keep_alive final once the
          * body is read); gw_http_parser_request would be NULL with the
          * body unread. */
-        close = close || !hr->keep_alive;
+        close = close || !hr->keep_alive || conn_retiring(cn, lim);
         int werr =
             write_response(cn, &early, rq->id, close,
                            hr->version_minor == 0 && !close, head, wtimeout);
@@ -637,12 +650,7 @@ static verdict serve_one(conn *cn, gw_state *st, bool first)
         gw_response_free(resp);
         return CLOSE;
     }
-    bool close =
-        !hr->keep_alive || atomic_load(&cn->srv->stopping) ||
-        (lim->max_requests_per_connection > 0 &&
-         cn->nreq + 1 >= (unsigned long)lim->max_requests_per_connection) ||
-        (lim->max_connection_age_ms > 0 &&
-         rt_now() - cn->accepted >= lim->max_connection_age_ms * RT_MSEC);
+    bool close = !hr->keep_alive || conn_retiring(cn, lim);
     int werr = write_response(cn, resp, id, close,
                               hr->version_minor == 0 && !close, head, wtimeout);
     gw_response_free(resp);
