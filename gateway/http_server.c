@@ -160,15 +160,19 @@ int gw_server_tls_port(const gw_server *s)
 
 /* 32 hex digits: a per-process random key and a counter, mixed
  * (splitmix64), so ids are unique in the process and not guessable
- * from one another. */
+ * from one another. The key is made by the first caller; callers racing
+ * to make it agree on the first one stored. */
 static void new_request_id(char out[33])
 {
-    static _Atomic uint64_t counter;
-    static uint64_t key;
+    static _Atomic uint64_t counter, the_key;
+    uint64_t key = atomic_load_explicit(&the_key, memory_order_relaxed);
     if (key == 0) {
         uint64_t k = (uint64_t)rt_now() ^ ((uint64_t)(uintptr_t)&k << 17) ^
                      0x9E3779B97F4A7C15ull;
-        key = k | 1;
+        if (atomic_compare_exchange_strong_explicit(&the_key, &key, k | 1,
+                                                    memory_order_relaxed,
+                                                    memory_order_relaxed))
+            key = k | 1; /* else key is the one stored first */
     }
     uint64_t n = atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
     uint64_t v[2];
