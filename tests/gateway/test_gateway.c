@@ -2462,6 +2462,18 @@ static void test_placeholder_invalid(void **state)
         0);
     assert_int_equal(cl_recv(c, false, r, IO_TIMEOUT_MS), 0);
     assert_status(r, 200);
+    cl_close(c);
+    /* With a body left unread: the 400, then a close (the body, here a
+     * whole request, is never answered). */
+    c = dial(d.gw);
+    assert_int_equal(cl_send(c, "GET /api/products/1 HTTP/1.1\r\nHost: gw\r\n"
+                                "Content-Length: 35\r\n\r\n"
+                                "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"),
+                     0);
+    assert_int_equal(cl_recv(c, false, r, IO_TIMEOUT_MS), 0);
+    assert_error(r, 400, "missing value for {user}");
+    assert_header(r, "Connection", "close");
+    assert_closes(c);
 }
 
 /* A backend URL with a path prefix: it goes in front of the part's path
