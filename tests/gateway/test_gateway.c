@@ -2788,6 +2788,50 @@ static void test_check_syntax_error(void **state)
                  out);
 }
 
+/* --listen ADDR overrides the configuration's listen; a bad ADDR is
+ * refused with a message (not a crash). */
+static void test_listen_flag(void **state)
+{
+    (void)state;
+    char cfg[PATH_MAX], out[8192], gw[PATH_MAX], addr[64], want[128];
+    int cfg_port = free_port(), port = 0;
+    write_config(cfg, sizeof cfg, cfg_port,
+                 "\"backends\":{\"a\":{\"url\":\"http://127.0.0.1:9\"}},"
+                 "\"routes\":[{\"method\":\"GET\",\"path\":\"/a\",\"fanout\":["
+                 "{\"name\":\"p\",\"backend\":\"a\",\"path\":\"/x\"}]}]}");
+    const char *check[] = {"--check",        "-c", cfg, "--listen",
+                           "127.0.0.1:8081", NULL};
+    assert_int_equal(run_gateway(check, out, sizeof out), 0);
+    assert_string_equal(out, "");
+    const char *bad[] = {"bogus", "127.0.0.1:0", "localhost:80"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *args[] = {"--check", "-c", cfg, "--listen", bad[i], NULL};
+        int st = run_gateway(args, out, sizeof out);
+        if (st <= 0 || strstr(out, bad[i]) == NULL)
+            fail_msg("--listen %s: exit %d, wanted a refusal naming it; "
+                     "output:\n%s",
+                     bad[i], st, out);
+    }
+    bin_path("gateway", "GATEWAY", gw, sizeof gw);
+    for (int attempt = 0; attempt < 5 && port == 0; attempt++) {
+        int p = free_port();
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", p);
+        const char *argv[] = {gw, "-c", cfg, "--listen", addr, NULL};
+        proc *g = spawn("gateway", argv, true);
+        snprintf(want, sizeof want, "fanfold: listening on http://%s ", addr);
+        if (wait_output(g, want, out, sizeof out))
+            port = p;
+        else if (strstr(out, "Address already in use") == NULL)
+            fail_msg("the gateway did not start with --listen %s:\n%s", addr,
+                     out);
+    }
+    assert_true(port != 0);
+    resp *r = new_resp();
+    get(port, "/healthz", r);
+    assert_status(r, 200);
+    assert_null(client_open(cfg_port)); /* not on the file's address */
+}
+
 /* --------------------------------------------------------------- wrk */
 
 static bool wrk_path(char *out, size_t len)
@@ -2899,6 +2943,7 @@ int main(void)
         T(test_check_invalid),
         T(test_check_valid),
         T(test_check_syntax_error),
+        T(test_listen_flag),
         T(test_wrk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
