@@ -222,7 +222,8 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *file = NULL, *listen = NULL, *level = "info";
+    const char *file = NULL, *level = "info";
+    char *listen = NULL; /* argv's: lives as long as the process */
     bool check = false;
     long workers = -1;
     int c;
@@ -246,9 +247,15 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'l':
+        case 'l': {
+            const char *why = NULL;
+            if (gw_config_check_listen(optarg, &why) != 0) {
+                fprintf(stderr, "gateway: --listen: \"%s\": %s\n", optarg, why);
+                return 2;
+            }
             listen = optarg;
             break;
+        }
         case 'L':
             level = optarg;
             if (strcmp(level, "error") != 0 && strcmp(level, "warn") != 0 &&
@@ -286,15 +293,10 @@ int main(int argc, char **argv)
         return 1;
     }
     gw_config_errors_free(&errs);
-    if (listen != NULL) {
-        char *copy = strdup(listen);
-        if (copy == NULL) {
-            gw_config_free(cfg);
-            return 1;
-        }
-        free(cfg->listen);
-        cfg->listen = copy;
-    }
+    /* The config's strings live in its arena and are never freed one by
+     * one: the override points into argv instead. */
+    if (listen != NULL)
+        cfg->listen = listen;
     if (check) {
         gw_config_free(cfg);
         return 0;
