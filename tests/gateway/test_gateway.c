@@ -330,8 +330,9 @@ static int free_port(void)
     return ntohs(a.sin_port);
 }
 
-/* A mock-backend named name on a free port, with extra flags (a
- * NULL-terminated list; the first may be NULL). Returns its port. */
+/* A mock-backend named name on a free port of 127.0.0.1, with extra
+ * flags (a NULL-terminated list; the first may be NULL; --listen and
+ * --port among them override). Returns its port. */
 static int mock_start(const char *name, ...)
 {
     char path[PATH_MAX];
@@ -346,11 +347,12 @@ static int mock_start(const char *name, ...)
     argv[n] = NULL;
     proc *p = spawn(name, argv, false);
     char log[1024], want[128];
-    snprintf(want, sizeof want,
-             "mock-backend %s listening on 127.0.0.1:", name);
+    snprintf(want, sizeof want, "mock-backend %s listening on ", name);
     if (!wait_output(p, want, log, sizeof log))
         fail_msg("mock-backend %s did not start:\n%s", name, log);
-    int port = (int)strtol(strstr(log, want) + strlen(want), NULL, 10);
+    char *line = strstr(log, want);
+    *strchr(line, '\n') = '\0';
+    int port = (int)strtol(strrchr(line, ':') + 1, NULL, 10);
     assert_true(port > 0 && port < 65536);
     return port;
 }
@@ -1026,10 +1028,24 @@ struct dns_stub {
     pthread_t th;
     _Atomic bool stop;
     _Atomic int queries;
+    size_t naddrs;           /* 0: NXDOMAIN for every name */
+    struct in_addr addrs[4]; /* the A records of every name */
 };
 
-/* Answers every query NXDOMAIN: the header with QR, RA and RCODE 3, the
- * question echoed, no records. */
+/* Appends one A record (a pointer to the question's name, TTL 60 s) at
+ * q + end; returns the new end. */
+static size_t dns_a_record(unsigned char *q, size_t end, struct in_addr a)
+{
+    static const unsigned char rr[] = {0xc0, 0x0c, 0, 1,  0, 1,
+                                       0,    0,    0, 60, 0, 4};
+    memcpy(q + end, rr, sizeof rr);
+    memcpy(q + end + sizeof rr, &a, 4);
+    return end + sizeof rr + 4;
+}
+
+/* Answers every query: NXDOMAIN when the stub has no addresses, else the
+ * addresses for type A and no record (NOERROR) for any other type. The
+ * question is echoed; other sections are dropped. */
 static void *dns_main(void *arg)
 {
     dns_stub *d = arg;
@@ -1040,8 +1056,7 @@ static void *dns_main(void *arg)
         unsigned char q[512];
         struct sockaddr_storage from;
         socklen_t flen = sizeof from;
-        ssize_t n =
-            recvfrom(d->fd, q, sizeof q, 0, (struct sockaddr *)&from, &flen);
+        ssize_t n = recvfrom(d->fd, q, 256, 0, (struct sockaddr *)&from, &flen);
         if (n < 12)
             continue;
         size_t end = 12;
@@ -1050,21 +1065,31 @@ static void *dns_main(void *arg)
         end += 5; /* the root label, type and class */
         if (end > (size_t)n)
             continue;
+        bool type_a = q[end - 4] == 0 && q[end - 3] == 1;
+        size_t nans = d->naddrs > 0 && type_a ? d->naddrs : 0;
         q[2] = (unsigned char)(0x80 | (q[2] & 0x79)); /* QR; opcode, RD */
-        q[3] = 0x83;                                  /* RA, NXDOMAIN */
-        q[4] = 0;
+        q[3] = d->naddrs > 0 ? 0x80 : 0x83; /* RA; NOERROR or NXDOMAIN */
+        memset(q + 4, 0, 8);
         q[5] = 1;
-        memset(q + 6, 0, 6);
+        q[7] = (unsigned char)nans;
+        for (size_t i = 0; i < nans; i++)
+            end = dns_a_record(q, end, d->addrs[i]);
         sendto(d->fd, q, end, 0, (struct sockaddr *)&from, flen);
         atomic_fetch_add(&d->queries, 1);
     }
     return NULL;
 }
 
-static dns_stub *dns_start(void)
+/* A DNS server on a free UDP port of 127.0.0.1 that gives every name the
+ * naddrs addresses (dotted quads), or NXDOMAIN with none. */
+static dns_stub *dns_start(size_t naddrs, const char *const addrs[])
 {
     dns_stub *d = calloc(1, sizeof *d);
     assert_non_null(d);
+    assert_true(naddrs <= 4);
+    d->naddrs = naddrs;
+    for (size_t i = 0; i < naddrs; i++)
+        assert_int_equal(inet_pton(AF_INET, addrs[i], &d->addrs[i]), 1);
     d->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET,
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -1527,7 +1552,7 @@ static void test_reason_unavailable_refused(void **state)
 static void test_reason_unavailable_dns(void **state)
 {
     (void)state;
-    dns_stub *dns = dns_start();
+    dns_stub *dns = dns_start(0, NULL);
     char extra[128];
     snprintf(extra, sizeof extra, "'dns':{'servers':['127.0.0.1:%d']},",
              dns->port);
@@ -1654,6 +1679,94 @@ static void test_required_failure_answers_at_once(void **state)
                       now_ms() + 100 + LATE_MS))
         fail_msg("the slow mock saw %lld calls cancelled, wanted 2",
                  stats(m).cancelled);
+}
+
+/* A gateway whose backend "x" is http://multi.test:port, resolved by a
+ * DNS stub to addrs, on the route GET /m/{id} (x required). */
+static int multi_start(int port, size_t naddrs, const char *const addrs[])
+{
+    dns_stub *dns = dns_start(naddrs, addrs);
+    return gateway_start(
+        "'dns':{'servers':['127.0.0.1:%d']},"
+        "'backends':{'x':{'url':'http://multi.test:%d'}},'routes':["
+        "{'method':'GET','path':'/m/{id}','fanout':["
+        "{'name':'x','backend':'x','path':'/prices/{id}','required':true}]}]}",
+        dns->port, port);
+}
+
+/* A name with two addresses: calls rotate over them. */
+static void test_dns_round_robin(void **state)
+{
+    (void)state;
+    int port = mock_start("one", NULL);
+    char p[32];
+    snprintf(p, sizeof p, "--port=%d", port);
+    mock_start("two", "--listen=127.0.0.2", p, NULL);
+    const char *addrs[] = {"127.0.0.1", "127.0.0.2"};
+    int gw = multi_start(port, 2, addrs);
+    resp *r = new_resp();
+    for (int i = 0; i < 20; i++) {
+        get(gw, "/m/1", r);
+        assert_status(r, 200);
+    }
+    long long one = stats(port).served;
+    /* The second mock's /stats, on 127.0.0.2. */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.2", &a.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    const char req[] = "GET /stats HTTP/1.1\r\nHost: m\r\n\r\n";
+    assert_int_equal(send(fd, req, sizeof req - 1, MSG_NOSIGNAL),
+                     (ssize_t)(sizeof req - 1));
+    client *two = malloc(sizeof *two);
+    assert_non_null(two);
+    two->fd = fd;
+    two->len = 0;
+    int err = cl_recv(two, false, r, IO_TIMEOUT_MS);
+    client_free(two);
+    assert_int_equal(err, 0);
+    long long served_two = -1;
+    sscanf(r->body, "{\"served\":%lld", &served_two);
+    fprintf(stderr, "    round robin: %lld and %lld calls\n", one, served_two);
+    assert_int_equal(one + served_two, 20);
+    assert_true(one >= 5 && served_two >= 5);
+}
+
+/* A name with two addresses, one refusing: each call that meets the
+ * refusal tries the other, so every answer is 200, with 40 requests at
+ * once too. */
+static void test_dns_refused_tries_next(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    int port = mock_start("live", NULL);
+    const char *addrs[] = {"127.0.0.2", "127.0.0.1"};
+    int gw = multi_start(port, 2, addrs);
+    resp *r = new_resp();
+    for (int i = 0; i < 10; i++) {
+        get(gw, "/m/1", r);
+        assert_status(r, 200);
+    }
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, N);
+    job *jobs[N];
+    for (int i = 0; i < N; i++)
+        jobs[i] = job_start(gw, "/m/2", &go);
+    int ok = 0;
+    char why[2048] = "";
+    for (int i = 0; i < N; i++) {
+        job_join(jobs[i]);
+        if (jobs[i]->err == 0 && jobs[i]->r.status == 200)
+            ok++;
+        else if (why[0] == '\0')
+            snprintf(why, sizeof why, "err %d: %.1000s%.500s", jobs[i]->err,
+                     jobs[i]->r.head, jobs[i]->r.body);
+        free(jobs[i]);
+    }
+    pthread_barrier_destroy(&go);
+    if (ok != N)
+        fail_msg("%d of %d concurrent calls failed; e.g. %s", N - ok, N, why);
 }
 
 /* A backend's timeout_ms shorter than the route deadline cuts that part
@@ -2908,6 +3021,8 @@ int main(void)
         T(test_reason_too_large),
         T(test_reason_overloaded),
         T(test_any_json_value),
+        T(test_dns_round_robin),
+        T(test_dns_refused_tries_next),
         T(test_backend_timeout_cuts_one_part),
         T(test_client_disconnect_cancels),
         T(test_client_reset_cancels),
