@@ -864,12 +864,16 @@ int gw_upstream_do(gw_upstream *up, const gw_upstream_req *req, rt_ctx *ctx,
         return cerr != 0 ? cerr : -EHOSTUNREACH;
     }
     /* Round-robin over the name's addresses; a refused connection tries
-     * the next one once (the deadline still bounds both). */
+     * the next one once (the deadline still bounds both). The next one
+     * is the one after this call's pick: picking again could give the
+     * refused address back, as other calls move the cursor meanwhile. */
     gw_upstream_req r = *req;
     char hp[GW_DNS_HOSTPORT_LEN];
     size_t tries = addrs->n > 1 ? 2 : 1;
+    size_t first = (size_t)(gw_dns_pick(addrs) - addrs->addr);
     for (size_t i = 0; i < tries; i++) {
-        gw_dns_hostport(gw_dns_pick(addrs), port, hp, sizeof hp);
+        gw_dns_hostport(&addrs->addr[(first + i) % addrs->n], port, hp,
+                        sizeof hp);
         r.connect_to = hp;
         err = do_once(up, &r, ctx, resp);
         if (err != -ECONNREFUSED)
