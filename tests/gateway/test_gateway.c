@@ -20,9 +20,10 @@
  * In-test servers (threads): a stub backend that answers every request
  * with a fixed status and body (after an optional delay) and records the
  * last request head, for what the mock cannot do (a 500, a body that is
- * not JSON, an empty one) or does not show (what a part sends); and a DNS
- * server that answers every query NXDOMAIN, for a backend name that does
- * not resolve.
+ * not JSON, an empty one, a reset) or does not show (what a part sends);
+ * and a DNS server (UDP) that answers every name NXDOMAIN, or with the A
+ * records it was given, for a backend name that does not resolve and one
+ * with several addresses (the second mock listens on 127.0.0.2).
  *
  * Clients are blocking sockets with poll() timeouts on the test's thread
  * (cmocka asserts are fine there); concurrent requests run on pthreads
