@@ -188,6 +188,7 @@ $(BUILD)/mock-backend: $(BUILD)/tests/mock_backend.o $(GW_LINK)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/tests/gateway/test_mock_backend: | $(BUILD)/mock-backend
+$(BUILD)/tests/gateway/test_gateway: | $(BUILD)/gateway $(BUILD)/mock-backend
 
 # Header dependencies written by -MMD -MP next to each object.
 ALL_OBJS := $(LLHTTP_OBJS) $(RT_OBJS) $(GW_OBJS) \

@@ -160,15 +160,19 @@ int gw_server_tls_port(const gw_server *s)
 
 /* 32 hex digits: a per-process random key and a counter, mixed
  * (splitmix64), so ids are unique in the process and not guessable
- * from one another. */
+ * from one another. The key is made by the first caller; callers racing
+ * to make it agree on the first one stored. */
 static void new_request_id(char out[33])
 {
-    static _Atomic uint64_t counter;
-    static uint64_t key;
+    static _Atomic uint64_t counter, the_key;
+    uint64_t key = atomic_load_explicit(&the_key, memory_order_relaxed);
     if (key == 0) {
         uint64_t k = (uint64_t)rt_now() ^ ((uint64_t)(uintptr_t)&k << 17) ^
                      0x9E3779B97F4A7C15ull;
-        key = k | 1;
+        if (atomic_compare_exchange_strong_explicit(&the_key, &key, k | 1,
+                                                    memory_order_relaxed,
+                                                    memory_order_relaxed))
+            key = k | 1; /* else key is the one stored first */
     }
     uint64_t n = atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
     uint64_t v[2];
@@ -509,6 +513,19 @@ static int read_body(conn *cn, const gw_limits *lim, const char *id)
     }
 }
 
+/* Whether this answer is the connection's last whatever the request
+ * asks: the server is stopping, or the connection has served
+ * max_requests_per_connection or outlived max_connection_age_ms. Applies
+ * to every answer, routed or not. */
+static bool conn_retiring(const conn *cn, const gw_limits *lim)
+{
+    return atomic_load(&cn->srv->stopping) ||
+           (lim->max_requests_per_connection > 0 &&
+            cn->nreq + 1 >= (unsigned long)lim->max_requests_per_connection) ||
+           (lim->max_connection_age_ms > 0 &&
+            rt_now() - cn->accepted >= lim->max_connection_age_ms * RT_MSEC);
+}
+
 /*
  * One request, from its head to its answer. Returns NEXT to read the
  * next one on this connection, CLOSE to end it.
@@ -566,8 +583,10 @@ static verdict serve_one(conn *cn, gw_state *st, bool first)
             request_free(rq);
             return CLOSE;
         }
-        hr = gw_http_parser_request(&cn->parser);
-        close = close || !hr->keep_alive;
+        /* hr, the head, stays valid (and its keep_alive final once the
+         * body is read); gw_http_parser_request would be NULL with the
+         * body unread. */
+        close = close || !hr->keep_alive || conn_retiring(cn, lim);
         int werr =
             write_response(cn, &early, rq->id, close,
                            hr->version_minor == 0 && !close, head, wtimeout);
@@ -635,12 +654,7 @@ static verdict serve_one(conn *cn, gw_state *st, bool first)
         gw_response_free(resp);
         return CLOSE;
     }
-    bool close =
-        !hr->keep_alive || atomic_load(&cn->srv->stopping) ||
-        (lim->max_requests_per_connection > 0 &&
-         cn->nreq + 1 >= (unsigned long)lim->max_requests_per_connection) ||
-        (lim->max_connection_age_ms > 0 &&
-         rt_now() - cn->accepted >= lim->max_connection_age_ms * RT_MSEC);
+    bool close = !hr->keep_alive || conn_retiring(cn, lim);
     int werr = write_response(cn, resp, id, close,
                               hr->version_minor == 0 && !close, head, wtimeout);
     gw_response_free(resp);

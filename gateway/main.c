@@ -227,7 +227,8 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *file = NULL, *listen = NULL, *level = "info", *probe = NULL;
+    const char *file = NULL, *level = "info", *probe = NULL;
+    char *listen = NULL; /* argv's: lives as long as the process */
     bool check = false;
     long workers = -1;
     int c;
@@ -251,9 +252,15 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'l':
+        case 'l': {
+            const char *why = NULL;
+            if (gw_config_check_listen(optarg, &why) != 0) {
+                fprintf(stderr, "gateway: --listen: \"%s\": %s\n", optarg, why);
+                return 2;
+            }
             listen = optarg;
             break;
+        }
         case 'L':
             level = optarg;
             if (strcmp(level, "error") != 0 && strcmp(level, "warn") != 0 &&
@@ -296,17 +303,10 @@ int main(int argc, char **argv)
         return 1;
     }
     gw_config_errors_free(&errs);
-    if (listen != NULL) {
-        /* The configuration's strings live in its arena; argv's live as
-         * long as the process: point at it, free nothing. */
-        const char *why;
-        if (gw_config_check_listen(listen, &why) != 0) {
-            fprintf(stderr, "gateway: --listen %s: %s\n", listen, why);
-            gw_config_free(cfg);
-            return 2;
-        }
-        cfg->listen = (char *)listen;
-    }
+    /* The config's strings live in its arena and are never freed one by
+     * one: the override points into argv instead. */
+    if (listen != NULL)
+        cfg->listen = listen;
     if (check) {
         gw_config_free(cfg);
         return 0;

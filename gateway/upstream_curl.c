@@ -849,8 +849,9 @@ static int curl_do(gw_upstream *base, const gw_upstream_req *req, rt_ctx *ctx,
     gw_upstream_req r = *req;
     char hp[GW_DNS_HOSTPORT_LEN];
     size_t tries = addrs->n > 1 ? 2 : 1;
-    for (size_t i = 0; i < tries; i++) {
-        gw_dns_hostport(gw_dns_pick(addrs), port, hp, sizeof hp);
+    const struct sockaddr_storage *sa = gw_dns_pick(addrs);
+    for (size_t i = 0; i < tries; i++, sa = gw_dns_next(addrs, sa)) {
+        gw_dns_hostport(sa, port, hp, sizeof hp);
         r.connect_to = hp;
         err = do_once(up, &r, ctx, resp);
         if (err != -ECONNREFUSED)

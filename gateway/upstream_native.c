@@ -1042,9 +1042,9 @@ static int call_url(native_client *up, const gw_upstream_req *req, const url *u,
     /* Round-robin over the name's addresses; a refused connection tries
      * the next one once (the deadline still bounds both). */
     size_t tries = addrs->n > 1 ? 2 : 1;
-    for (size_t i = 0; i < tries; i++) {
-        if (gw_dns_hostport(gw_dns_pick(addrs), u->port, addr, sizeof addr) !=
-            0) {
+    const struct sockaddr_storage *sa = gw_dns_pick(addrs);
+    for (size_t i = 0; i < tries; i++, sa = gw_dns_next(addrs, sa)) {
+        if (gw_dns_hostport(sa, u->port, addr, sizeof addr) != 0) {
             err = -EHOSTUNREACH;
             break;
         }
