@@ -1,3 +1,4 @@
+/* clang-format off */
 /*
  * fanout.c - fan-out, fan-in and merge for one request, in the Go idiom
  * of the gateway's design:
@@ -5,21 +6,23 @@
  *     results := make(chan result, len(parts))   // room for every part
  *     for i, p := range parts {
  *         go func() {
- *             ctx := ctx; if p.timeout > 0 { ctx = WithDeadline(ctx,
- * start+timeout) } select { case sem <- token: case <-ctx.Done(): results <-
- * overloaded; return } r := call(ctx, p)              // the upstream client
- *             <-sem
- *             results <- r                   // never blocks: buffered
+ *             ctx := ctx
+ *             if p.timeout > 0 { ctx = WithDeadline(ctx, start+p.timeout) }
+ *             if err := p.sem.Acquire(ctx); err != nil {  // sem.h
+ *                 results <- overloaded; return
+ *             }
+ *             r := call(ctx, p)                 // the upstream client
+ *             p.sem.Release()
+ *             results <- r                      // never blocks: buffered
  *         }()
  *     }
  *     for got < len(parts) {
  *         select {
- *         case r := <-results: keep r; if required and failed { answer now }
- *         case <-ctx.Done():   pending parts: timeout (or overloaded) ; answer
- * now
+ *         case r := <-results: keep r; if required and failed { break }
+ *         case <-ctx.Done():   pending parts: timeout (or overloaded); break
  *         }
  *     }
- *     answer; cancel()                           // stragglers are aborted
+ *     answer; cancel()                          // stragglers are aborted
  *
  * Ownership. The fan (one per request, allocated here) owns the parts,
  * the upstream header lines and the results channel; it is freed only
@@ -38,6 +41,7 @@
  * parts not yet in reported by that rule (has_slot), without waiting for
  * them to notice.
  */
+/* clang-format on */
 #include "fanout.h"
 
 #include "json.h"
@@ -140,17 +144,18 @@ static void part_main(void *arg)
         if (dl < rt_ctx_deadline(ctx) && (own = rt_ctx_with_deadline(ctx, dl)))
             ctx = own;
     }
-    /* Acquire a slot: sem <- token, or the deadline. */
-    char token = 0;
-    if (!rt_chan_trysend(p->be->sem, &token)) {
-        rt_case cs[2] = {RT_SEND_CASE(p->be->sem, &token),
-                         RT_RECV_CASE(rt_ctx_done(ctx), NULL)};
-        if (rt_select(cs, 2) != 0) {
-            r.outcome =
-                rt_ctx_err(ctx) == -ETIMEDOUT ? GW_OVERLOADED : GW_CANCELLED;
-            goto out;
-        }
+    /* Acquire a slot, or fail at the deadline. */
+    bool waited;
+    int err = gw_sem_acquire(p->be->sem, ctx, &waited);
+    if (waited)
+        gw_metrics_sem_wait(p->be->metrics);
+    if (err != 0) {
+        r.outcome = err == -ETIMEDOUT   ? GW_OVERLOADED
+                    : err == -ECANCELED ? GW_CANCELLED
+                                        : GW_UNAVAILABLE;
+        goto out;
     }
+    gw_metrics_sem_add(p->be->metrics, 1);
     atomic_store(&p->has_slot, true);
 
     gw_upstream_req ur = {
@@ -160,7 +165,8 @@ static void part_main(void *arg)
     };
     gw_upstream_resp resp;
     int rc = gw_upstream_do(p->be->client, &ur, ctx, &resp);
-    rt_chan_recv(p->be->sem, NULL, NULL); /* <-sem: the slot is free */
+    gw_sem_release(p->be->sem);
+    gw_metrics_sem_add(p->be->metrics, -1);
     r.outcome = classify(rc, &resp, ctx);
     if (rc == 0) {
         r.status = resp.status;
@@ -405,11 +411,13 @@ void gw_fanout_run(gw_request *req, gw_response *resp, rt_chan *done)
 
     /* Fan out. A part that cannot get a goroutine (no stack) fails at
      * once as unavailable. */
+    int64_t t0 = rt_now();
     for (size_t i = 0; i < f->nparts; i++) {
         rt_waitgroup_add(&f->wg, 1);
         if (rt_go(part_main, &f->parts[i]) == 0) {
             rt_waitgroup_done(&f->wg);
-            part_result r = {.idx = i, .outcome = GW_UNAVAILABLE};
+            part_result r = {
+                .idx = i, .outcome = GW_UNAVAILABLE, .latency = -1};
             rt_chan_send(f->results, &r);
         }
     }
@@ -428,7 +436,7 @@ void gw_fanout_run(gw_request *req, gw_response *resp, rt_chan *done)
         if (take(f, res, in, &r))
             decided = (long)r.idx;
     }
-    /* Results already in when the deadline won the select count. */
+    /* Results already in when the context won the select count. */
     part_result r;
     while (decided < 0 && got < f->nparts &&
            rt_chan_tryrecv(f->results, &r, NULL)) {
@@ -436,16 +444,44 @@ void gw_fanout_run(gw_request *req, gw_response *resp, rt_chan *done)
         if (take(f, res, in, &r))
             decided = (long)r.idx;
     }
-    /* The rest are cut at the deadline: timeout if they had a slot,
-     * overloaded if they were still waiting for one. */
-    for (size_t i = 0; decided < 0 && i < f->nparts; i++) {
+    /*
+     * The parts not in yet. After a required part failed, or when the
+     * context was cancelled (the client left, the server stops), they
+     * are cancelled. At the deadline they are cut: timeout if they had a
+     * slot, overloaded if they were still waiting for one.
+     */
+    int64_t now = rt_now();
+    bool cut = decided < 0 && got < f->nparts;
+    bool deadline = cut && rt_ctx_err(req->ctx) == -ETIMEDOUT;
+    for (size_t i = 0; i < f->nparts; i++) {
         if (in[i])
             continue;
         res[i].idx = i;
-        res[i].outcome =
-            atomic_load(&f->parts[i].has_slot) ? GW_TIMEOUT : GW_OVERLOADED;
-        if (f->route->parts[i].required)
+        res[i].latency = now - t0;
+        if (!deadline)
+            res[i].outcome = GW_CANCELLED;
+        else if (atomic_load(&f->parts[i].has_slot))
+            res[i].outcome = GW_TIMEOUT;
+        else
+            res[i].outcome = GW_OVERLOADED;
+        if (deadline && decided < 0 && f->route->parts[i].required)
             decided = (long)i;
+    }
+    /* A request cut by its deadline: the fan-in saw it, or a part that
+     * was still pending reported timeout or overloaded at that moment. */
+    bool expired = deadline || rt_ctx_err(req->ctx) == -ETIMEDOUT;
+    bool cut_parts = deadline;
+    for (size_t i = 0; expired && !cut_parts && i < f->nparts; i++)
+        cut_parts =
+            res[i].outcome == GW_TIMEOUT || res[i].outcome == GW_OVERLOADED;
+    if (expired && cut_parts)
+        gw_metrics_cancelled(req->state->metrics, GW_CANCEL_DEADLINE);
+    for (size_t i = 0; i < f->nparts; i++) {
+        gw_metrics_part(f->parts[i].be->metrics, res[i].outcome,
+                        res[i].latency);
+        if (req->outcomes != NULL)
+            req->outcomes[i] = (gw_part_outcome){res[i].outcome, res[i].status,
+                                                 res[i].latency};
     }
 
     if (decided >= 0) {
@@ -478,6 +514,9 @@ void gw_fanout_run(gw_request *req, gw_response *resp, rt_chan *done)
     return;
 
 answer_only:
+    if (req->outcomes != NULL)
+        for (size_t i = 0; i < req->match->route->nparts; i++)
+            req->outcomes[i] = (gw_part_outcome){GW_CANCELLED, 0, -1};
     if (done != NULL)
         rt_chan_send(done, &resp);
     rt_ctx_cancel(req->ctx);

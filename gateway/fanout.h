@@ -16,6 +16,13 @@
 #include "rt.h"
 #include "state.h"
 
+/* How one part ended, for the access log. */
+typedef struct gw_part_outcome {
+    gw_outcome outcome;
+    int status; /* the backend's HTTP status when it answered, else 0 */
+    int64_t ns; /* from the fan-out to its result (-1: it never ran) */
+} gw_part_outcome;
+
 /*
  * What the server hands the request goroutine. Everything it points to
  * stays valid until gw_fanout_run returns; the response it fills may
@@ -33,13 +40,19 @@ typedef struct gw_request {
     /* The request's context: the route deadline, a child of the
      * connection's; the server cancels it when the client goes away. */
     rt_ctx *ctx;
+    /* Per part (the route's nparts; owned by the server, may be NULL):
+     * filled before the answer is sent on done. */
+    gw_part_outcome *outcomes;
 } gw_request;
 
 /*
  * Fan out, fan in, merge: fills *resp (initialised by the caller) with
  * the answer, as soon as every part is in, a required part failed, or
  * the context ended (deadline: pending parts are `timeout`, or
- * `overloaded` if still waiting for a slot). Then cancels req->ctx, so
+ * `overloaded` if still waiting for a slot; cancelled: they are
+ * `cancelled`). Counts each part's outcome in the backend's metrics, and
+ * a deadline that cut parts in fanfold_cancellations_total. Then cancels
+ * req->ctx, so
  * every part still running is aborted, and returns once they have all
  * ended. Runs on the request's goroutine; parks.
  *

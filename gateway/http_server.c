@@ -52,6 +52,7 @@
 
 #include "fanout.h"
 #include "http_parse.h"
+#include "log.h"
 #include "response.h"
 #include "route.h"
 
@@ -67,6 +68,7 @@
 #define HEAD_BUF 1024
 #define CONN_STACK ((size_t)64 * 1024)
 #define ACCEPT_BACKOFF (10 * RT_MSEC)
+#define DRAIN_GRACE (500 * RT_MSEC)
 
 typedef struct conn conn;
 
@@ -80,14 +82,21 @@ typedef struct listener {
 struct gw_server {
     listener main, secure;
     bool has_secure;
-    gw_tls_ctx *tls; /* not owned */
-    rt_ctx *ctx;     /* cancelled by gw_server_stop */
-    rt_waitgroup wg; /* accept, connection and request goroutines */
+    rt_ctx *ctx;            /* cancelled by gw_server_stop */
+    rt_ctx *idle_ctx;       /* child of ctx; cancelled when the drain starts */
+    rt_waitgroup wg;        /* accept, connection and request goroutines */
+    rt_waitgroup accepting; /* the accept goroutines */
     _Atomic long nconns;
-    _Atomic bool stopping;
+    _Atomic bool stopping, draining, forced;
+    /* Closed once draining and no connection is left (drained_once
+     * makes the close happen once, whoever sees it first). */
+    rt_chan *drained;
+    _Atomic bool drained_once;
+    gw_metrics *metrics; /* not owned (the first state's) */
 
-    rt_mutex mu; /* protects state, conns */
+    rt_mutex mu; /* protects state, tls, conns */
     gw_state *state;
+    gw_tls_ctx *tls; /* not owned */
     conn *conns;
 };
 
@@ -109,6 +118,17 @@ struct conn {
 
     rt_chan *done;    /* gw_response *, capacity 1 */
     gw_response resp; /* filled by the request goroutine */
+
+    /* The request in flight's context, for a forced drain to cancel.
+     * Set and cleared by the connection's goroutine, read by
+     * gw_server_drain; both under cmu (a lock per connection, so the
+     * request path takes no lock other goroutines contend for). */
+    rt_mutex cmu;
+    rt_ctx *req_ctx;
+
+    /* The last error answer (answer_error), for the metrics and log. */
+    int err_status;
+    size_t err_bytes;
 };
 
 /* What a request goroutine owns. */
@@ -119,6 +139,7 @@ typedef struct request {
     char id[MAX_REQUEST_ID + 1];
     char **paths;
     size_t npaths;
+    gw_part_outcome *outcomes; /* the connection's: conn_serve frees it */
 } request;
 
 /* ----------------------------------------------------------- state */
@@ -139,6 +160,20 @@ void gw_server_set_state(gw_server *s, gw_state *st)
     s->state = st;
     rt_mutex_unlock(&s->mu);
     gw_state_unref(old);
+}
+
+gw_tls_ctx *gw_server_set_tls(gw_server *s, gw_tls_ctx *tls)
+{
+    rt_mutex_lock(&s->mu);
+    gw_tls_ctx *old = s->tls;
+    s->tls = tls;
+    rt_mutex_unlock(&s->mu);
+    return old;
+}
+
+bool gw_server_draining(const gw_server *s)
+{
+    return atomic_load(&s->draining);
 }
 
 long gw_server_connections(const gw_server *s)
@@ -204,20 +239,25 @@ static void request_id(const gw_http_request *hr, char out[MAX_REQUEST_ID + 1])
 
 /* ----------------------------------------------------------- I/O */
 
-/* Read what fits into rbuf. Returns the count, 0 at end of stream, or a
- * negative errno. */
-static ssize_t conn_read(conn *cn, int64_t deadline)
+/* Read what fits into rbuf, waiting under ctx. Returns the count, 0 at
+ * end of stream, or a negative errno. */
+static ssize_t conn_read_ctx(conn *cn, int64_t deadline, rt_ctx *ctx)
 {
     size_t room = RBUF_SIZE - cn->rlen;
     if (room == 0)
         return -ENOBUFS;
-    ssize_t n = cn->tls != NULL ? gw_tls_read(cn->tls, cn->rbuf + cn->rlen,
-                                              room, deadline, cn->ctx)
-                                : rt_conn_read(cn->rc, cn->rbuf + cn->rlen,
-                                               room, deadline, cn->ctx);
+    ssize_t n =
+        cn->tls != NULL
+            ? gw_tls_read(cn->tls, cn->rbuf + cn->rlen, room, deadline, ctx)
+            : rt_conn_read(cn->rc, cn->rbuf + cn->rlen, room, deadline, ctx);
     if (n > 0)
         cn->rlen += (size_t)n;
     return n;
+}
+
+static ssize_t conn_read(conn *cn, int64_t deadline)
+{
+    return conn_read_ctx(cn, deadline, cn->ctx);
 }
 
 /* Drop the first n bytes of rbuf. */
@@ -277,10 +317,11 @@ static int conn_writev(conn *cn, struct iovec *iov, int n, int64_t timeout)
     return 0;
 }
 
-/* Write r (its head, and its body unless head_only). */
-static int write_response(conn *cn, const gw_response *r, const char *id,
-                          bool close, bool ka10, bool head_only,
-                          int64_t timeout)
+/* Write r (its head, and its body unless head_only). Returns the bytes
+ * written, or a negative errno. */
+static ssize_t write_response(conn *cn, const gw_response *r, const char *id,
+                              bool close, bool ka10, bool head_only,
+                              int64_t timeout)
 {
     char head[HEAD_BUF];
     size_t hl = gw_response_head(r, id, close, ka10, head, sizeof head);
@@ -291,15 +332,19 @@ static int write_response(conn *cn, const gw_response *r, const char *id,
     if (nb + 1 > 16 && (iov = malloc(sizeof *iov * (size_t)(nb + 1))) == NULL)
         return -ENOMEM;
     iov[0] = (struct iovec){head, hl};
-    for (int i = 0; i < nb; i++)
+    size_t total = hl;
+    for (int i = 0; i < nb; i++) {
         iov[i + 1] = r->iov[i];
+        total += r->iov[i].iov_len;
+    }
     int err = conn_writev(cn, iov, nb + 1, timeout);
     if (iov != local)
         free(iov);
-    return err;
+    return err != 0 ? err : (ssize_t)total;
 }
 
-/* An error answer, then the connection closes. */
+/* An error answer, then the connection closes. Notes its status and
+ * size in cn->err_status and cn->err_bytes for the caller's accounting. */
 static void answer_error(conn *cn, const gw_limits *lim, int status,
                          const char *msg, const char *id)
 {
@@ -311,8 +356,10 @@ static void answer_error(conn *cn, const gw_limits *lim, int status,
         new_request_id(fresh);
         id = fresh;
     }
-    write_response(cn, &r, id, true, false, false,
-                   lim->write_timeout_ms * RT_MSEC);
+    ssize_t w = write_response(cn, &r, id, true, false, false,
+                               lim->write_timeout_ms * RT_MSEC);
+    cn->err_status = status;
+    cn->err_bytes = w > 0 ? (size_t)w : 0;
     gw_response_free(&r);
 }
 
@@ -432,9 +479,14 @@ typedef enum { NEXT, CLOSE } verdict;
 
 /*
  * Read the next request's head into the parser. Returns 0 with the head
- * ready, or CLOSE (after answering 408/4xx/5xx when that is due).
+ * ready, or CLOSE (after answering 408/4xx/5xx when that is due). *start
+ * becomes the time the request's first byte came in.
+ *
+ * Waiting for a next request on an idle keep-alive connection is done
+ * under the server's idle context, which a drain cancels: idle
+ * connections close at once, busy ones finish their request.
  */
-static int read_head(conn *cn, const gw_limits *lim, bool first)
+static int read_head(conn *cn, const gw_limits *lim, bool first, int64_t *start)
 {
     int64_t hdr = lim->header_timeout_ms * RT_MSEC;
     int64_t deadline;
@@ -443,18 +495,21 @@ static int read_head(conn *cn, const gw_limits *lim, bool first)
         buffers_put(cn);
         deadline = first ? cn->accepted + hdr
                          : rt_now() + lim->idle_timeout_ms * RT_MSEC;
+        rt_ctx *idle = cn->srv->idle_ctx;
         if (cn->tls == NULL) {
-            int err = rt_conn_wait(cn->rc, RT_READ, deadline, cn->ctx);
+            int err = rt_conn_wait(cn->rc, RT_READ, deadline, idle);
             if (err != 0)
                 return CLOSE; /* idle or header timeout: silent close */
         }
         if (buffers_get(cn, lim) != 0)
             return CLOSE;
-        ssize_t n = conn_read(cn, deadline);
+        ssize_t n =
+            conn_read_ctx(cn, deadline, cn->tls != NULL ? idle : cn->ctx);
         if (n <= 0)
             return CLOSE; /* end of stream, timeout, error: silent */
+        *start = rt_now();
         if (!first)
-            deadline = rt_now() + hdr; /* from the first byte */
+            deadline = *start + hdr; /* from the first byte */
     } else {
         if (buffers_get(cn, lim) != 0)
             return CLOSE;
@@ -519,25 +574,110 @@ static int read_body(conn *cn, const gw_limits *lim, const char *id)
  * to every answer, routed or not. */
 static bool conn_retiring(const conn *cn, const gw_limits *lim)
 {
-    return atomic_load(&cn->srv->stopping) ||
+    return atomic_load(&cn->srv->draining) || atomic_load(&cn->srv->stopping) ||
            (lim->max_requests_per_connection > 0 &&
             cn->nreq + 1 >= (unsigned long)lim->max_requests_per_connection) ||
            (lim->max_connection_age_ms > 0 &&
             rt_now() - cn->accepted >= lim->max_connection_age_ms * RT_MSEC);
 }
 
+/* ------------------------------------------------------ accounting */
+
+/* What one request leaves in the metrics and the access log. */
+typedef struct outcome {
+    int64_t start;            /* its first byte, or its head */
+    int status;               /* 499: the client left before the answer */
+    size_t bytes;             /* written */
+    int completed;            /* X-Gateway-Completed: -1 none, 0, 1 */
+    bool uncounted;           /* /healthz on the main listener */
+    const gw_route_rt *route; /* NULL: "none" */
+    const gw_route_cfg *rcfg; /* with parts: their names */
+    const gw_part_outcome *parts;
+} outcome;
+
+static void account(conn *cn, gw_state *st, const gw_http_request *hr,
+                    const char *id, const outcome *o)
+{
+    int64_t ns = rt_now() - o->start;
+    if (!o->uncounted)
+        gw_metrics_request(o->route != NULL ? o->route->metrics : st->none,
+                           o->status, ns);
+    if (!gw_log_enabled(GW_LOG_INFO))
+        return;
+    gw_access_part ap[GW_CONFIG_MAX_PARTS];
+    char why[GW_CONFIG_MAX_PARTS][16];
+    size_t np = 0;
+    if (o->parts != NULL && o->rcfg != NULL) {
+        for (; np < o->rcfg->nparts && np < GW_CONFIG_MAX_PARTS; np++) {
+            const gw_part_outcome *po = &o->parts[np];
+            ap[np] = (gw_access_part){
+                .name = o->rcfg->parts[np].name,
+                .outcome = gw_part_reason(po->outcome, po->status, why[np]),
+                .ns = po->ns,
+            };
+        }
+    }
+    char fresh[33];
+    if (id == NULL) {
+        new_request_id(fresh);
+        id = fresh;
+    }
+    gw_access a = {
+        .start = o->start,
+        .id = id,
+        .client = cn->ip,
+        .method = hr != NULL && hr->method != NULL ? hr->method : "",
+        .path = hr != NULL && hr->path != NULL ? hr->path : "",
+        .path_len = hr != NULL && hr->path != NULL ? hr->path_len : 0,
+        .route = o->route != NULL ? o->route->label : NULL,
+        .status = o->status,
+        .ns = ns,
+        .bytes = o->bytes,
+        .completed = o->completed,
+        .client_gone = o->status == 499,
+        .parts = ap,
+        .nparts = np,
+    };
+    gw_log_access(&a);
+}
+
+/* An error answered by read_head or read_body (cn->err_status), counted
+ * outside any route. */
+static void account_error(conn *cn, gw_state *st, const gw_http_request *hr,
+                          const char *id, int64_t start,
+                          const gw_route_rt *route)
+{
+    if (cn->err_status == 0)
+        return;
+    outcome o = {.start = start,
+                 .status = cn->err_status,
+                 .bytes = cn->err_bytes,
+                 .completed = -1,
+                 .route = route};
+    account(cn, st, hr, id, &o);
+    cn->err_status = 0;
+}
+
+/* The request in flight (NULL: none), for a forced drain. False when the
+ * drain is already forcing: the request is answered 503 instead. */
+static bool set_request(conn *cn, rt_ctx *ctx)
+{
+    rt_mutex_lock(&cn->cmu);
+    bool ok = ctx == NULL || !atomic_load(&cn->srv->forced);
+    cn->req_ctx = ok ? ctx : NULL;
+    rt_mutex_unlock(&cn->cmu);
+    return ok;
+}
+
 /*
- * One request, from its head to its answer. Returns NEXT to read the
- * next one on this connection, CLOSE to end it.
+ * One request, from its head (in the parser) to its answer. Returns NEXT
+ * to read the next one on this connection, CLOSE to end it.
  */
-static verdict serve_one(conn *cn, gw_state *st, bool first)
+static verdict serve_request(conn *cn, gw_state *st, int64_t start)
 {
     const gw_limits *lim = &st->cfg->limits;
     int64_t wtimeout = lim->write_timeout_ms * RT_MSEC;
-    if (read_head(cn, lim, first) != 0)
-        return CLOSE;
     const gw_http_request *hr = gw_http_parser_head(&cn->parser);
-    int64_t start = rt_now();
     bool head = hr->method_id == HTTP_HEAD;
     bool has_body = gw_http_request_has_body(hr);
 
@@ -550,19 +690,24 @@ static verdict serve_one(conn *cn, gw_state *st, bool first)
     /* Answers decided at the head. */
     gw_response early;
     gw_response_init(&early);
+    outcome o = {.start = start, .completed = -1};
     char msg[160];
     const char *err = NULL;
     if (hr->target_form == GW_HTTP_TARGET_ASTERISK) {
         gw_response_options(&early, gw_router_allow_all(st->router));
     } else if (hr->path_len == 8 && memcmp(hr->path, "/healthz", 8) == 0 &&
                (hr->method_id == HTTP_GET || head)) {
-        bool drain = atomic_load(&cn->srv->stopping);
+        bool drain = atomic_load(&cn->srv->draining);
         gw_response_json(&early, drain ? 503 : 200,
                          drain ? "{\"status\":\"draining\"}"
                                : "{\"status\":\"ok\"}");
+        o.uncounted = true;
     } else {
         gw_router_match(st->router, hr->method, hr->path, hr->path_len,
                         &rq->match);
+        if (rq->match.status == 405 || rq->match.options ||
+            rq->match.status == 0)
+            o.route = &st->routes[rq->match.route_index];
         if (rq->match.status != 0) {
             gw_response_error(&early, rq->match.status, rq->match.error, NULL,
                               -1);
@@ -579,6 +724,7 @@ static verdict serve_one(conn *cn, gw_state *st, bool first)
          * parsed as a next request, so the connection closes. */
         bool close = has_body;
         if (!close && read_body(cn, lim, rq->id) != 0) {
+            account_error(cn, st, hr, rq->id, start, o.route);
             gw_response_free(&early);
             request_free(rq);
             return CLOSE;
@@ -587,12 +733,15 @@ static verdict serve_one(conn *cn, gw_state *st, bool first)
          * body is read); gw_http_parser_request would be NULL with the
          * body unread. */
         close = close || !hr->keep_alive || conn_retiring(cn, lim);
-        int werr =
+        ssize_t w =
             write_response(cn, &early, rq->id, close,
                            hr->version_minor == 0 && !close, head, wtimeout);
+        o.status = early.status;
+        o.bytes = w > 0 ? (size_t)w : 0;
+        account(cn, st, hr, rq->id, &o);
         gw_response_free(&early);
         request_free(rq);
-        return close || werr != 0 ? CLOSE : NEXT;
+        return close || w < 0 ? CLOSE : NEXT;
     }
 
     /* A route: read the body (100 Continue first when asked). */
@@ -604,19 +753,27 @@ static verdict serve_one(conn *cn, gw_state *st, bool first)
         }
     }
     if (read_body(cn, lim, rq->id) != 0) {
+        account_error(cn, st, hr, rq->id, start, o.route);
         request_free(rq);
         return CLOSE;
     }
     hr = gw_http_parser_request(&cn->parser);
 
     /* Hand it to a request goroutine with the route's deadline. */
-    rt_ctx *ctx = rt_ctx_with_deadline(
-        cn->ctx, start + rq->match.route->timeout_ms * RT_MSEC);
-    if (ctx == NULL) {
+    const gw_route_cfg *rcfg = rq->match.route;
+    gw_part_outcome *outcomes = calloc(rcfg->nparts, sizeof *outcomes);
+    rt_ctx *ctx =
+        rt_ctx_with_deadline(cn->ctx, start + rcfg->timeout_ms * RT_MSEC);
+    if (ctx == NULL || outcomes == NULL) {
+        rt_ctx_release(ctx);
+        free(outcomes);
         answer_error(cn, lim, 503, "out of memory", rq->id);
+        account_error(cn, st, hr, rq->id, start, o.route);
         request_free(rq);
         return CLOSE;
     }
+    o.rcfg = rcfg;
+    o.parts = outcomes;
     rq->r = (gw_request){
         .state = gw_state_ref(st),
         .match = &rq->match,
@@ -627,38 +784,95 @@ static verdict serve_one(conn *cn, gw_state *st, bool first)
         .client_ip = cn->ip,
         .proto = cn->https ? "https" : "http",
         .ctx = rt_ctx_ref(ctx),
+        .outcomes = outcomes,
     };
     char id[MAX_REQUEST_ID + 1];
     memcpy(id, rq->id, sizeof id);
     gw_response_init(&cn->resp);
+    if (!set_request(cn, ctx)) {
+        /* A forced drain: too late to start anything. */
+        rt_ctx_release(rq->r.ctx);
+        gw_state_unref(rq->r.state);
+        request_free(rq);
+        rt_ctx_release(ctx);
+        answer_error(cn, lim, 503, "shutting down", id);
+        o.parts = NULL;
+        free(outcomes);
+        account_error(cn, st, hr, id, start, o.route);
+        return CLOSE;
+    }
     rt_waitgroup_add(&cn->srv->wg, 1);
     if (rt_go(request_main, rq) == 0) {
         rt_waitgroup_done(&cn->srv->wg);
+        set_request(cn, NULL);
         rt_ctx_release(rq->r.ctx);
         gw_state_unref(rq->r.state);
         request_free(rq);
         rt_ctx_release(ctx);
         answer_error(cn, lim, 503, "overloaded", id);
+        free(outcomes);
+        account_error(cn, st, hr, id, start, o.route);
         return CLOSE;
     }
     /* rq belongs to the request goroutine now. Watch for the client
      * going away until the request is done (it cancels ctx). */
     int w = rt_conn_wait(cn->rc, RT_HUP, RT_FOREVER, ctx);
     bool gone = w == 0 || w == -EBADF;
-    if (gone)
+    if (gone) {
         rt_ctx_cancel(ctx); /* every backend call in flight is aborted */
+        gw_metrics_cancelled(st->metrics, GW_CANCEL_CLIENT_GONE);
+    }
     gw_response *resp;
     rt_chan_recv(cn->done, &resp, NULL);
+    set_request(cn, NULL);
     rt_ctx_release(ctx);
     if (gone) {
+        o.status = 499;
+        o.completed = resp->completed;
+        account(cn, st, hr, id, &o);
         gw_response_free(resp);
+        free(outcomes);
         return CLOSE;
     }
+    if (atomic_load(&cn->srv->forced)) {
+        /* The drain ran out of time: what is left is answered 503. */
+        gw_response_free(resp);
+        gw_response_init(resp);
+        gw_response_error(resp, 503, "shutting down", NULL, -1);
+    }
     bool close = !hr->keep_alive || conn_retiring(cn, lim);
-    int werr = write_response(cn, resp, id, close,
-                              hr->version_minor == 0 && !close, head, wtimeout);
+    ssize_t wr = write_response(
+        cn, resp, id, close, hr->version_minor == 0 && !close, head, wtimeout);
+    o.status = resp->status;
+    o.completed = resp->completed;
+    o.bytes = wr > 0 ? (size_t)wr : 0;
+    account(cn, st, hr, id, &o);
     gw_response_free(resp);
-    return close || werr != 0 ? CLOSE : NEXT;
+    free(outcomes);
+    return close || wr < 0 ? CLOSE : NEXT;
+}
+
+/* Once draining with no connection left: close s->drained (once). */
+static void maybe_drained(gw_server *s)
+{
+    if (atomic_load(&s->draining) && atomic_load(&s->nconns) == 0 &&
+        !atomic_exchange(&s->drained_once, true))
+        rt_chan_close(s->drained);
+}
+
+/* The next request on cn: NEXT or CLOSE. */
+static verdict serve_one(conn *cn, gw_state *st, bool first)
+{
+    int64_t start = rt_now();
+    cn->err_status = 0;
+    if (read_head(cn, &st->cfg->limits, first, &start) != 0) {
+        account_error(cn, st, NULL, NULL, start, NULL);
+        return CLOSE;
+    }
+    gw_metrics_inflight_add(st->metrics, 1);
+    verdict v = serve_request(cn, st, start);
+    gw_metrics_inflight_add(st->metrics, -1);
+    return v;
 }
 
 static void conn_unlink(conn *cn)
@@ -707,7 +921,9 @@ out:
     rt_ctx_release(cn->ctx);
     rt_chan_free(cn->done);
     free(cn);
+    gw_metrics_conn_closed(s->metrics);
     atomic_fetch_sub(&s->nconns, 1);
+    maybe_drained(s);
     rt_waitgroup_done(&s->wg);
 }
 
@@ -760,8 +976,15 @@ static conn *conn_new(gw_server *s, rt_conn *c, bool tls)
             cn->ip[n] = '\0';
         }
     }
-    if (cn->ctx == NULL || cn->done == NULL ||
-        (tls && gw_tls_conn_new(s->tls, c, &cn->tls) != 0)) {
+    int terr = 0;
+    if (tls) {
+        /* Under mu: a reload may swap the TLS context (new handshakes
+         * use the new one; sessions made from the old one outlive it). */
+        rt_mutex_lock(&s->mu);
+        terr = gw_tls_conn_new(s->tls, c, &cn->tls);
+        rt_mutex_unlock(&s->mu);
+    }
+    if (cn->ctx == NULL || cn->done == NULL || terr != 0) {
         rt_ctx_release(cn->ctx);
         rt_chan_free(cn->done);
         free(cn);
@@ -803,6 +1026,7 @@ static void accept_main(void *arg)
             refuse(c, l->tls);
             continue;
         }
+        gw_metrics_conn_opened(s->metrics);
         rt_mutex_lock(&s->mu);
         cn->next = s->conns;
         if (s->conns != NULL)
@@ -822,9 +1046,11 @@ static void accept_main(void *arg)
             rt_ctx_release(cn->ctx);
             rt_chan_free(cn->done);
             free(cn);
+            gw_metrics_conn_closed(s->metrics);
             atomic_fetch_sub(&s->nconns, 1);
         }
     }
+    rt_waitgroup_done(&s->accepting);
     rt_waitgroup_done(&s->wg);
 }
 
@@ -859,8 +1085,11 @@ int gw_server_start(gw_state *st, gw_tls_ctx *tls, gw_server **out, char *err,
         return -ENOMEM;
     s->tls = tls;
     s->state = gw_state_ref(st);
+    s->metrics = st->metrics;
     s->ctx = rt_ctx_with_cancel(rt_ctx_background());
-    int rc = s->ctx != NULL ? 0 : -ENOMEM;
+    s->idle_ctx = s->ctx != NULL ? rt_ctx_with_cancel(s->ctx) : NULL;
+    s->drained = rt_chan_make(1, 0);
+    int rc = s->idle_ctx != NULL && s->drained != NULL ? 0 : -ENOMEM;
     if (rc == 0)
         rc = listen_on(&s->main, s, st->cfg->listen, false, err, errlen);
     if (rc == 0 && tls != NULL && st->cfg->has_tls) {
@@ -870,19 +1099,89 @@ int gw_server_start(gw_state *st, gw_tls_ctx *tls, gw_server **out, char *err,
     if (rc != 0) {
         if (s->main.ln != NULL)
             rt_conn_release(s->main.ln);
+        rt_ctx_release(s->idle_ctx);
         rt_ctx_release(s->ctx);
+        rt_chan_free(s->drained);
         gw_state_unref(s->state);
         free(s);
         return rc;
     }
     rt_waitgroup_add(&s->wg, 1);
+    rt_waitgroup_add(&s->accepting, 1);
     rt_go(accept_main, &s->main);
     if (s->has_secure) {
         rt_waitgroup_add(&s->wg, 1);
+        rt_waitgroup_add(&s->accepting, 1);
         rt_go(accept_main, &s->secure);
     }
     *out = s;
     return 0;
+}
+
+/* Wait for s->drained until deadline; true when it closed. */
+static bool wait_drained(gw_server *s, int64_t deadline)
+{
+    int64_t left = deadline - rt_now();
+    if (left <= 0)
+        return atomic_load(&s->drained_once);
+    rt_timer *t = rt_timer_new(left);
+    if (t == NULL) {
+        rt_sleep(left);
+        return atomic_load(&s->drained_once);
+    }
+    rt_case cs[2] = {RT_RECV_CASE(s->drained, NULL),
+                     RT_RECV_CASE(rt_timer_chan(t), NULL)};
+    bool done = rt_select(cs, 2) == 0;
+    rt_timer_stop(t);
+    rt_timer_free(t);
+    return done;
+}
+
+int gw_server_drain(gw_server *s, int64_t timeout)
+{
+    if (atomic_exchange(&s->draining, true))
+        return -EALREADY;
+    int64_t deadline = rt_now() + timeout;
+    /* New connections are refused from now on; idle keep-alive ones are
+     * woken and close; the accept goroutines end (a connection accepted
+     * just before the close is counted by then). */
+    rt_conn_close(s->main.ln);
+    if (s->has_secure)
+        rt_conn_close(s->secure.ln);
+    rt_ctx_cancel(s->idle_ctx);
+    rt_waitgroup_wait(&s->accepting);
+    maybe_drained(s);
+    if (wait_drained(s, deadline))
+        return 0;
+
+    /* Out of time: cancel every request in flight, whose connection
+     * then answers 503 "shutting down" and closes; close connections
+     * that are between requests or still reading one. */
+    atomic_store(&s->forced, true);
+    rt_mutex_lock(&s->mu);
+    size_t n = 0;
+    for (conn *cn = s->conns; cn != NULL; cn = cn->next)
+        n++;
+    rt_conn **idle = calloc(n ? n : 1, sizeof *idle);
+    size_t k = 0;
+    for (conn *cn = s->conns; cn != NULL; cn = cn->next) {
+        rt_mutex_lock(&cn->cmu);
+        if (cn->req_ctx != NULL)
+            rt_ctx_cancel(cn->req_ctx);
+        else if (idle != NULL)
+            idle[k++] = rt_conn_ref(cn->rc);
+        rt_mutex_unlock(&cn->cmu);
+    }
+    rt_mutex_unlock(&s->mu);
+    for (size_t i = 0; i < k; i++) {
+        rt_conn_close(idle[i]);
+        rt_conn_unref(idle[i]);
+    }
+    free(idle);
+    /* The 503s go out (a client that does not read them is cut off by
+     * gw_server_stop after this grace). */
+    wait_drained(s, rt_now() + DRAIN_GRACE);
+    return -ETIMEDOUT;
 }
 
 void gw_server_stop(gw_server *s)
@@ -921,7 +1220,9 @@ void gw_server_free(gw_server *s)
     rt_conn_release(s->main.ln);
     if (s->has_secure)
         rt_conn_release(s->secure.ln);
+    rt_ctx_release(s->idle_ctx);
     rt_ctx_release(s->ctx);
+    rt_chan_free(s->drained);
     gw_state_unref(s->state);
     free(s);
 }

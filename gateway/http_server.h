@@ -35,6 +35,25 @@ int gw_server_tls_port(const gw_server *s);
 gw_state *gw_server_state(gw_server *s);
 void gw_server_set_state(gw_server *s, gw_state *st);
 
+/* A new TLS context for new handshakes (a reload read the certificate
+ * and key again). Returns the previous one, which the caller frees:
+ * sessions made from it outlive it. */
+gw_tls_ctx *gw_server_set_tls(gw_server *s, gw_tls_ctx *tls);
+
+/*
+ * Drain (SIGTERM): close the listeners at once (new connections are
+ * refused), close idle keep-alive connections, let requests in flight
+ * finish (their answers carry Connection: close) and wait until no
+ * connection is left: 0. If that takes longer than timeout (ns), answer
+ * what is still in flight 503 {"error":"shutting down"}, close the
+ * rest, and return -ETIMEDOUT after a short grace for those answers.
+ * From the start, /healthz answers 503 and gw_server_draining is true.
+ * Call gw_server_stop and gw_server_free after it. -EALREADY when a
+ * drain was started before.
+ */
+int gw_server_drain(gw_server *s, int64_t timeout);
+bool gw_server_draining(const gw_server *s);
+
 /* Connections open on the main (plain and TLS) listeners. */
 long gw_server_connections(const gw_server *s);
 

@@ -195,6 +195,12 @@ void gw_logf(gw_log_level l, const char *fmt, ...)
     emit(line);
 }
 
+void gw_log_text(gw_log_level l, const char *text)
+{
+    if (gw_log_enabled(l) && text[0] != '\0')
+        emit(strdup(text));
+}
+
 /* "2026-12-01T01:03:13.123Z" (RFC 3339, UTC, milliseconds). */
 static void now_rfc3339(char out[32])
 {

@@ -45,6 +45,11 @@ void gw_log_stop(void);
 void gw_logf(gw_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Text (one or more whole lines, each ending in \n) at level, as is:
+ * for messages with a format of their own, like the configuration's
+ * "config: PATH: message" lines. Ordered with gw_logf's messages. */
+void gw_log_text(gw_log_level level, const char *text);
+
 /* One part of a request, for the access log. */
 typedef struct gw_access_part {
     const char *name;

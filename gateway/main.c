@@ -6,15 +6,26 @@
  *                 [--log-level LEVEL]
  *   build/gateway --probe URL    (a health check: probe.c)
  *
- * Everything that reads files (the configuration, the TLS certificate
- * and key) happens before rt_run, on the process's main thread; from
- * then on the gateway is goroutines: the resolver's and the upstream
- * clients' drivers, the server's accept, connection and request
- * goroutines, and this file's main goroutine, which waits for signals.
+ * The configuration and the TLS certificate and key are read before
+ * rt_run, on the process's main thread; from then on the gateway is
+ * goroutines: the resolver's and the upstream clients' drivers, the
+ * server's accept, connection and request goroutines, the admin
+ * listener's, the log writer, and this file's main goroutine, which
+ * waits for signals (delivered on a channel by the runtime's signal
+ * goroutine: no handler here touches anything) and acts on them:
+ *   SIGHUP           reload: a goroutine with a big stack reads and
+ *                    checks the file, reads the TLS files again, builds a
+ *                    new state on the old one (what carries over: state.h)
+ *                    and swaps it in; any problem keeps the old one.
+ *   SIGTERM, SIGINT  drain (gw_server_drain), then stop everything and
+ *                    exit 0, or 1 when the drain ran out of time.
  */
+#include "admin.h"
 #include "config.h"
 #include "dns.h"
 #include "http_server.h"
+#include "log.h"
+#include "metrics.h"
 #include "probe.h"
 #include "rt.h"
 #include "state.h"
@@ -31,10 +42,20 @@
 #include <unistd.h>
 
 typedef struct app {
-    gw_config *cfg; /* until the state takes it */
-    gw_tls_ctx *tls;
+    gw_config *cfg;  /* until the state takes it */
+    gw_tls_ctx *tls; /* the one new handshakes use */
     int procs;
     int status; /* the exit status */
+
+    /* What a reload needs: the file and the command line's overrides,
+     * and what was in force at start (changes need a restart). */
+    const char *file; /* NULL: the embedded configuration */
+    const char *listen_flag;
+    long workers_flag;                 /* -1: none */
+    char *listen, *admin, *tls_listen; /* copies, as started */
+    long workers;
+    gw_metrics *metrics;
+    gw_server *srv;
 } app;
 
 static void usage(FILE *f)
@@ -139,81 +160,252 @@ static void raise_nofile(const gw_config *cfg)
                 (unsigned long long)rl.rlim_cur, need);
 }
 
+/* ----------------------------------------------------------- reload */
+
+/* A change that needs a restart: say so. */
+static void restart_notice(const char *key, const char *was, const char *now)
+{
+    if (was == now || (was != NULL && now != NULL && strcmp(was, now) == 0))
+        return;
+    gw_logf(GW_LOG_WARN,
+            "reload: \"%s\" changed from %s to %s: it needs a restart and "
+            "was not applied",
+            key, was != NULL ? was : "(none)", now != NULL ? now : "(none)");
+}
+
+/*
+ * SIGHUP. Reads files (the configuration, the TLS certificate and key),
+ * which OpenSSL does with deep stacks: runs on a goroutine of its own
+ * with GW_TLS_STACK_SIZE of stack.
+ */
+static void reload_main(void *arg)
+{
+    app *a = arg;
+    char err[256];
+    gw_config *cfg = NULL;
+    gw_tls_ctx *tls = NULL;
+    gw_state *prev = NULL, *st = NULL;
+    gw_config_errors errs = {0};
+
+    if (a->file == NULL) {
+        gw_logf(GW_LOG_WARN, "reload: the gateway runs on the embedded "
+                             "configuration (no -c FILE): nothing to read");
+        return;
+    }
+    int rc = gw_config_load(a->file, &cfg, &errs);
+    if (rc != 0) {
+        /* The --check messages, in order with the log's other lines. */
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        if (f != NULL) {
+            gw_config_errors_print(&errs, f);
+            fclose(f);
+            if (text != NULL)
+                gw_log_text(GW_LOG_ERROR, text);
+            free(text);
+        }
+        if (errs.n == 0)
+            gw_logf(GW_LOG_ERROR, "reload: %s: %s", a->file, strerror(-rc));
+        gw_logf(GW_LOG_ERROR,
+                "reload: %s refused; still serving the previous "
+                "configuration",
+                a->file);
+        goto out;
+    }
+    if (a->listen_flag != NULL)
+        cfg->listen = (char *)a->listen_flag; /* argv's; see main */
+    if (a->workers_flag >= 0)
+        cfg->workers = a->workers_flag;
+    restart_notice("listen", a->listen, cfg->listen);
+    restart_notice("admin", a->admin, cfg->admin);
+    restart_notice("tls.listen", a->tls_listen,
+                   cfg->has_tls ? cfg->tls_listen : NULL);
+    if (cfg->workers != a->workers) {
+        char was[24], now[24];
+        snprintf(was, sizeof was, "%ld", a->workers);
+        snprintf(now, sizeof now, "%ld", (long)cfg->workers);
+        restart_notice("workers", was, now);
+    }
+    /* The certificate and key, read again for new handshakes. */
+    if (a->tls != NULL && cfg->has_tls) {
+        rc = gw_tls_ctx_new(cfg->tls_cert, cfg->tls_key, &tls, err, sizeof err);
+        if (rc != 0) {
+            gw_logf(GW_LOG_ERROR,
+                    "reload: tls: %s; still serving the previous "
+                    "configuration",
+                    err);
+            goto out;
+        }
+    }
+    prev = gw_server_state(a->srv);
+    rc = gw_state_new(cfg, prev, a->metrics, &st, err, sizeof err);
+    if (rc != 0) {
+        gw_logf(GW_LOG_ERROR,
+                "reload: %s; still serving the previous configuration", err);
+        goto out;
+    }
+    size_t carried = 0;
+    for (size_t i = 0; i < st->cfg->nbackends; i++)
+        carried += st->backends[i].carried;
+    gw_server_set_state(a->srv, st);
+    if (tls != NULL) {
+        gw_tls_ctx_free(gw_server_set_tls(a->srv, tls));
+        a->tls = tls;
+        tls = NULL;
+    }
+    gw_logf(GW_LOG_INFO,
+            "reload: %s applied: %zu routes, %zu backends (%zu kept their "
+            "connections, %zu got new clients)",
+            st->cfg->source, st->cfg->nroutes, st->cfg->nbackends, carried,
+            st->cfg->nbackends - carried);
+    cfg = NULL; /* the state owns it */
+out:
+    gw_state_unref(st);
+    gw_state_unref(prev);
+    gw_tls_ctx_free(tls);
+    gw_config_free(cfg);
+    gw_config_errors_free(&errs);
+}
+
+typedef struct reload_job {
+    app *a;
+    rt_chan *done; /* closed when the reload is over */
+} reload_job;
+
+static void reload_run(void *arg)
+{
+    reload_job *j = arg;
+    reload_main(j->a);
+    rt_chan_close(j->done);
+}
+
+/* Run reload_main on a big stack and wait for it. */
+static void reload(app *a)
+{
+    reload_job j = {a, rt_chan_make(1, 0)};
+    if (j.done == NULL) {
+        gw_logf(GW_LOG_ERROR, "reload: out of memory");
+        return;
+    }
+    rt_go_opts o = {.stack_size = GW_TLS_STACK_SIZE};
+    if (rt_go_opts(reload_run, &j, &o) == 0)
+        gw_logf(GW_LOG_ERROR, "reload: no stack for the reload goroutine");
+    else
+        rt_chan_recv(j.done, NULL, NULL);
+    rt_chan_free(j.done);
+}
+
 /* ------------------------------------------------------------- run */
+
+static bool draining(void *arg)
+{
+    return gw_server_draining(arg);
+}
 
 static void gateway_main(void *arg)
 {
     app *a = arg;
     char err[256];
     gw_config *cfg = a->cfg;
-    gw_resolver *res = NULL;
     gw_state *st = NULL;
     gw_server *srv = NULL;
+    gw_admin *adm = NULL;
+    rt_chan *sig = NULL;
+    bool logging = false;
 
-    const char *const *servers = NULL;
-    gw_dns_config dc = {0};
-    if (cfg->has_dns) {
-        servers = (const char *const *)cfg->dns_servers;
-        dc.servers = servers;
-        dc.nservers = cfg->ndns_servers;
-        dc.min_ttl_ms = cfg->dns_min_ttl_ms;
-        dc.max_ttl_ms = cfg->dns_max_ttl_ms;
-    }
-    int rc = gw_resolver_new(&dc, &res);
+    int rc = gw_metrics_new(&a->metrics);
     if (rc != 0) {
-        fprintf(stderr, "fanfold: DNS resolver: %s\n", strerror(-rc));
+        fprintf(stderr, "fanfold: metrics: %s\n", strerror(-rc));
         goto fail;
     }
-    rc = gw_state_new(cfg, res, &st, err, sizeof err);
+    if ((rc = gw_log_start(a->metrics)) != 0) {
+        fprintf(stderr, "fanfold: log writer: %s\n", strerror(-rc));
+        goto fail;
+    }
+    logging = true;
+    rc = gw_state_new(cfg, NULL, a->metrics, &st, err, sizeof err);
     if (rc != 0) {
-        fprintf(stderr, "fanfold: %s\n", err);
+        gw_logf(GW_LOG_ERROR, "%s", err);
         goto fail;
     }
     a->cfg = NULL; /* the state owns it */
     rc = gw_server_start(st, a->tls, &srv, err, sizeof err);
     if (rc != 0) {
-        fprintf(stderr, "fanfold: %s\n", err);
+        gw_logf(GW_LOG_ERROR, "%s", err);
+        goto fail;
+    }
+    a->srv = srv;
+    if (st->cfg->admin != NULL) {
+        gw_admin_opts ao = {.listen = st->cfg->admin,
+                            .metrics = a->metrics,
+                            .draining = draining,
+                            .draining_arg = srv};
+        rc = gw_admin_start(&ao, &adm, err, sizeof err);
+        if (rc != 0) {
+            gw_logf(GW_LOG_ERROR, "admin: %s", err);
+            goto fail;
+        }
+    }
+    sig = rt_chan_make(sizeof(int), 8);
+    if (sig == NULL || rt_signal_notify(sig, SIGTERM) != 0 ||
+        rt_signal_notify(sig, SIGINT) != 0 ||
+        rt_signal_notify(sig, SIGHUP) != 0) {
+        gw_logf(GW_LOG_ERROR, "cannot watch signals");
         goto fail;
     }
     fprintf(stderr, "fanfold: listening on http://%s", st->cfg->listen);
     if (gw_server_tls_port(srv) != 0)
         fprintf(stderr, " and https://%s", st->cfg->tls_listen);
+    if (adm != NULL)
+        fprintf(stderr, ", admin on http://%s", st->cfg->admin);
     fprintf(stderr, " (%d workers, config %s)\n", a->procs, st->cfg->source);
 
-    rt_chan *sig = rt_chan_make(sizeof(int), 8);
-    if (sig == NULL || rt_signal_notify(sig, SIGTERM) != 0 ||
-        rt_signal_notify(sig, SIGINT) != 0 ||
-        rt_signal_notify(sig, SIGHUP) != 0) {
-        fprintf(stderr, "fanfold: cannot watch signals\n");
-        goto fail;
-    }
+    int signo = 0;
     for (;;) {
-        int signo = 0;
         rt_chan_recv(sig, &signo, NULL);
-        if (signo == SIGHUP) {
-            fprintf(stderr, "fanfold: SIGHUP: reloading the configuration "
-                            "is not implemented yet; still serving the "
-                            "current one\n");
-            continue;
-        }
-        fprintf(stderr, "fanfold: %s: stopping\n",
-                signo == SIGINT ? "SIGINT" : "SIGTERM");
-        break;
+        if (signo != SIGHUP)
+            break;
+        gw_logf(GW_LOG_INFO, "SIGHUP: reloading %s",
+                a->file != NULL ? a->file : "(embedded configuration)");
+        reload(a);
     }
-    rt_signal_stop(sig);
-    rt_chan_free(sig);
-    gw_server_stop(srv);
-    gw_server_free(srv);
-    gw_state_unref(st);
-    gw_resolver_free(res);
-    a->status = 0;
-    return;
+    gw_state *cur = gw_server_state(srv);
+    int64_t timeout = cur->cfg->limits.drain_timeout_ms * RT_MSEC;
+    gw_state_unref(cur);
+    gw_logf(GW_LOG_INFO,
+            "%s: draining (up to %lld ms): listeners closed, finishing "
+            "requests in flight",
+            signo == SIGINT ? "SIGINT" : "SIGTERM",
+            (long long)(timeout / RT_MSEC));
+    rc = gw_server_drain(srv, timeout);
+    if (rc == 0)
+        gw_logf(GW_LOG_INFO, "drained: every request answered; exiting");
+    else
+        gw_logf(GW_LOG_WARN,
+                "drain timeout: requests still in flight were answered 503; "
+                "exiting with status 1");
+    a->status = rc == 0 ? 0 : 1;
+    goto stop;
 
 fail:
-    gw_server_free(srv);
-    gw_state_unref(st);
-    gw_resolver_free(res);
     a->status = 1;
+stop:
+    if (sig != NULL) {
+        rt_signal_stop(sig);
+        rt_chan_free(sig);
+    }
+    gw_server_free(srv); /* stops it */
+    a->srv = NULL;
+    if (adm != NULL) {
+        gw_admin_stop(adm);
+        gw_admin_free(adm);
+    }
+    gw_state_unref(st);
+    if (logging)
+        gw_log_stop();
+    gw_metrics_free(a->metrics);
+    a->metrics = NULL;
 }
 
 int main(int argc, char **argv)
@@ -314,7 +506,23 @@ int main(int argc, char **argv)
     if (workers >= 0)
         cfg->workers = workers;
 
-    app a = {.cfg = cfg, .status = 1};
+    gw_log_set_level((gw_log_level)gw_log_parse_level(level));
+    app a = {
+        .cfg = cfg,
+        .status = 1,
+        .file = file,
+        .listen_flag = listen,
+        .workers_flag = workers,
+        .workers = (long)cfg->workers,
+        .listen = strdup(cfg->listen),
+        .admin = cfg->admin != NULL ? strdup(cfg->admin) : NULL,
+        .tls_listen = cfg->has_tls ? strdup(cfg->tls_listen) : NULL,
+    };
+    if (a.listen == NULL || (cfg->admin != NULL && a.admin == NULL) ||
+        (cfg->has_tls && a.tls_listen == NULL)) {
+        fprintf(stderr, "fanfold: out of memory\n");
+        return 1;
+    }
     if (cfg->has_tls) {
         char err[GW_TLS_ERR_LEN];
         rc = gw_tls_ctx_new(cfg->tls_cert, cfg->tls_key, &a.tls, err,
@@ -335,5 +543,8 @@ int main(int argc, char **argv)
     }
     gw_config_free(a.cfg); /* set only when the state never took it */
     gw_tls_ctx_free(a.tls);
+    free(a.listen);
+    free(a.admin);
+    free(a.tls_listen);
     return a.status;
 }

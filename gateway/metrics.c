@@ -33,8 +33,8 @@ static const double bounds_s[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 #define NBUCKETS (NBOUNDS + 1)
 
 /* The statuses the gateway answers with, each its own series. */
-static const int statuses[] = {200, 204, 400, 404, 405, 408, 413, 414,
-                               417, 431, 500, 501, 502, 503, 504, 505};
+static const int statuses[] = {200, 204, 400, 404, 405, 408, 413, 414, 417,
+                               431, 499, 500, 501, 502, 503, 504, 505};
 #define NSTATUS (sizeof statuses / sizeof statuses[0])
 #define STATUS_OTHER NSTATUS
 

@@ -441,6 +441,7 @@ typedef struct walk {
     size_t len;
     int method; /* index, or -1: no route has it */
     uint32_t allow;
+    long path_route;   /* the first route (config order) on a matched path */
     gw_route_match *m; /* params[] is the capture stack */
 } walk;
 
@@ -452,6 +453,10 @@ static bool search(walk *w, const node *n, size_t pos)
 
     if (pos > w->len) {
         w->allow |= n->methods;
+        for (int k = 0; k < NMETHODS; k++)
+            if ((n->methods & (1u << k)) &&
+                (w->path_route < 0 || (long)n->route[k] < w->path_route))
+                w->path_route = (long)n->route[k];
         if (w->method < 0 || !(n->methods & (1u << w->method)))
             return false;
         m->route_index = n->route[w->method];
@@ -490,7 +495,7 @@ static bool valid_escapes(const char *s, size_t len)
 void gw_router_match(const gw_router *r, const char *method, const char *path,
                      size_t path_len, gw_route_match *m)
 {
-    walk w = {.path = path, .len = path_len, .m = m};
+    walk w = {.path = path, .len = path_len, .path_route = -1, .m = m};
     bool options = method != NULL && strcmp(method, "OPTIONS") == 0;
 
     /* Field by field: params[] and most of allow[] need no clearing. */
@@ -524,7 +529,7 @@ void gw_router_match(const gw_router *r, const char *method, const char *path,
         return;
     }
     m->nparams = 0;
-    m->route_index = 0;
+    m->route_index = w.path_route >= 0 ? (size_t)w.path_route : 0;
     if (w.allow == 0) {
         m->status = 404;
         m->error = "no route";

@@ -71,7 +71,9 @@ typedef struct gw_route_match {
      * "method not allowed" (static strings); NULL when status is 0. */
     const char *error;
     /* When status is 0 and options is false: the route and its index in
-     * cfg->routes. */
+     * cfg->routes. For 405 and OPTIONS on a route's path, route is NULL
+     * and route_index is the first route (config order) with that path,
+     * which metrics and the access log name. */
     const gw_route_cfg *route;
     size_t route_index;
     /* Method OPTIONS on a route's path: answer 204 with allow (status 0,

@@ -3,15 +3,20 @@
  * client and a semaphore per backend, as one reference-counted object.
  *
  * The server holds the current state; each request takes a reference
- * when it starts (gw_state_get) and drops it when it ends, so a reload
- * can install a new state while the requests in flight finish on the one
- * they started with. The last reference frees the state: its routes, and
- * the backend clients, whose calls have all returned by then.
+ * when it starts (gw_server_state) and drops it when it ends, so a
+ * reload can install a new state while the requests in flight finish on
+ * the one they started with. The last reference frees the state.
  *
- * A backend's semaphore is a buffered channel of max_inflight tokens
- * (Go's `sem := make(chan struct{}, n)`): a part acquires a slot by
- * sending a token and releases it by receiving one, so at most
- * max_inflight calls to that backend run at once from this process.
+ * What a reload carries over (gw_state_new with the previous state):
+ *   - a backend's semaphore, always, by the backend's name: calls in
+ *     flight keep their slots and the new max_inflight applies to new
+ *     acquisitions (sem.h), so the limit holds across the swap;
+ *   - a backend's upstream client (its connection pool) when the
+ *     backend's settings did not change; a changed backend gets a fresh
+ *     client, and the old one is closed when the last state using it is
+ *     freed, which is after its last call (calls hold a state reference);
+ *   - the resolver (and its cache) when the "dns" section did not change.
+ * Clients and resolvers are shared between states by reference count.
  */
 #ifndef GW_STATE_H
 #define GW_STATE_H
@@ -21,14 +26,22 @@
 
 #include "config.h"
 #include "dns.h"
+#include "metrics.h"
 #include "route.h"
 #include "rt.h"
+#include "sem.h"
 #include "upstream.h"
+
+typedef struct gw_shared_client gw_shared_client;
+typedef struct gw_shared_resolver gw_shared_resolver;
 
 typedef struct gw_backend {
     const gw_backend_cfg *cfg;
-    gw_upstream *client;
-    rt_chan *sem; /* tokens (bytes); capacity cfg->max_inflight */
+    gw_upstream *client;      /* shared->client */
+    gw_shared_client *shared; /* a reference */
+    bool carried;             /* the client came from the previous state */
+    gw_sem *sem;              /* a reference; keyed by the backend's name */
+    gw_backend_metrics *metrics;
     char *origin; /* "http://host:port" for URLs (IPv6 in brackets) */
     size_t origin_len;
 } gw_backend;
@@ -41,6 +54,8 @@ typedef struct gw_route_rt {
     size_t *prefix_len;
     char **errkey;
     size_t *errkey_len;
+    char *label; /* "GET /api/products/{id}": metrics and the access log */
+    gw_route_metrics *metrics;
 } gw_route_rt;
 
 typedef struct gw_state {
@@ -50,17 +65,27 @@ typedef struct gw_state {
     gw_backend *backends; /* cfg->nbackends, in config order */
     gw_route_rt *routes;  /* cfg->nroutes */
     gw_resolver *resolver;
+    gw_shared_resolver *shared_resolver; /* a reference */
+    gw_metrics *metrics;                 /* not owned; may be NULL */
+    gw_route_metrics *none; /* answers outside any route ("none") */
 } gw_state;
 
 /*
- * Build a state for cfg (the state takes ownership of cfg: it is freed
- * with the state) with one upstream client per backend, resolving host
- * names through resolver (not owned; must outlive the state). Call from a
- * goroutine. Returns 0 and *out holding one reference, or a negative
- * errno with what failed in err (errlen bytes).
+ * Build a state for cfg: the router, one upstream client and one
+ * semaphore per backend, the resolver; with prev (NULL at start), carry
+ * over what the comment at the top says. metrics (not owned, may be
+ * NULL) must outlive the state: its series for cfg's routes and backends
+ * are made now, so they exist from the start at 0. Call from a goroutine.
+ *
+ * Returns 0 and *out holding one reference; the state owns cfg from then
+ * on (freed with it). Or a negative errno with what failed in err
+ * (errlen bytes); cfg stays the caller's.
  */
-int gw_state_new(gw_config *cfg, gw_resolver *resolver, gw_state **out,
-                 char *err, size_t errlen);
+int gw_state_new(gw_config *cfg, gw_state *prev, gw_metrics *metrics,
+                 gw_state **out, char *err, size_t errlen);
+
+/* The backend of s named name, or NULL. */
+gw_backend *gw_state_backend(gw_state *s, const char *name);
 
 /* Another reference / drop one. The last frees the state (it waits for
  * nothing: no call can be running once no request holds a reference). */
