@@ -161,14 +161,25 @@ class Gateway:
         return self.p.wait(timeout=timeout * SLOW)
 
     def stop(self):
-        if self.p.poll() is None:
+        """SIGTERM (unless it exited already); then fail on a hang, on a
+        sanitizer report (races, leaks) or on an unexpected exit status."""
+        signalled = self.p.poll() is None
+        if signalled:
             self.p.send_signal(signal.SIGTERM)
             try:
-                self.p.wait(timeout=15)
+                self.p.wait(timeout=15 * SLOW)
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait()
+                self.logf.close()
+                raise Fail("the gateway did not exit after SIGTERM")
         self.logf.close()
+        log = self.log()
+        m = re.search(r"(WARNING|ERROR): (\w+Sanitizer)[^\n]*", log)
+        if m:
+            raise Fail("sanitizer report: " + log[m.start():m.start() + 3000])
+        if signalled and self.p.returncode != 0:
+            raise Fail("exit status %d after SIGTERM: %s" % (self.p.returncode, log[-500:]))
 
 
 # ---------------------------------------------------------------- HTTP
@@ -724,13 +735,15 @@ def test_reload_keeps_semaphore():
 
 
 def test_drain():
-    cfg = demo_config(mocks(), limits={"drain_timeout_ms": 5000})
+    cfg = demo_config(mocks(), limits={"drain_timeout_ms": 10000})
+    cfg["routes"][0]["timeout_ms"] = 10000
     gw = Gateway(cfg)
     try:
         idle = socket.create_connection(("127.0.0.1", gw.port))
         idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         check(idle.recv(1000).startswith(b"HTTP/1.1 200"), "idle conn's first answer")
-        slow = Background(gw.port, "/api/products/1?user=1", {"X-Mock-Delay": "inventory=700"})
+        slow = Background(gw.port, "/api/products/1?user=1",
+                          {"X-Mock-Delay": "inventory=%d" % (1000 * SLOW)})
         time.sleep(0.2 * SLOW)
         gw.signal(signal.SIGTERM)
         idle.settimeout(3 * SLOW)
