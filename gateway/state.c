@@ -225,8 +225,7 @@ static int backends_build(gw_state *s, gw_state *prev, char *err, size_t errlen)
         if (b->origin == NULL)
             return -ENOMEM;
         if (old != NULL) {
-            b->sem = gw_sem_ref(old->sem);
-            gw_sem_set_limit(b->sem, (long)bc->max_inflight);
+            b->sem = gw_sem_ref(old->sem); /* its new limit: gw_state_new */
         } else if ((b->sem = gw_sem_new((long)bc->max_inflight)) == NULL) {
             return -ENOMEM;
         }
@@ -310,6 +309,11 @@ int gw_state_new(gw_config *cfg, gw_state *prev, gw_metrics *metrics,
             snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    /* Only now that nothing can fail: a carried semaphore takes its new
+     * limit (a refused reload must leave the old one alone). */
+    for (size_t i = 0; i < cfg->nbackends; i++)
+        gw_sem_set_limit(s->backends[i].sem,
+                         (long)cfg->backends[i].max_inflight);
     *out = s;
     return 0;
 
