@@ -129,6 +129,7 @@ struct conn {
     /* The last error answer (answer_error), for the metrics and log. */
     int err_status;
     size_t err_bytes;
+    char err_id[MAX_REQUEST_ID + 1];
 };
 
 /* What a request goroutine owns. */
@@ -139,7 +140,6 @@ typedef struct request {
     char id[MAX_REQUEST_ID + 1];
     char **paths;
     size_t npaths;
-    gw_part_outcome *outcomes; /* the connection's: conn_serve frees it */
 } request;
 
 /* ----------------------------------------------------------- state */
@@ -360,6 +360,7 @@ static void answer_error(conn *cn, const gw_limits *lim, int status,
                                lim->write_timeout_ms * RT_MSEC);
     cn->err_status = status;
     cn->err_bytes = w > 0 ? (size_t)w : 0;
+    snprintf(cn->err_id, sizeof cn->err_id, "%s", id);
     gw_response_free(&r);
 }
 
@@ -654,7 +655,7 @@ static void account_error(conn *cn, gw_state *st, const gw_http_request *hr,
                  .bytes = cn->err_bytes,
                  .completed = -1,
                  .route = route};
-    account(cn, st, hr, id, &o);
+    account(cn, st, hr, id != NULL ? id : cn->err_id, &o);
     cn->err_status = 0;
 }
 
