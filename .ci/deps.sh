@@ -7,10 +7,13 @@ set -euo pipefail
 # gcc only recommends libc6-dev, which --no-install-recommends skips.
 # docker-compose (1.29) is for tests/docker-check.sh: `docker-compose
 # config` validates docker/compose.yaml offline, without a Docker engine.
+# python3-prometheus-client: test_metrics cross-checks the exposition with
+# its parser.
 PACKAGES=(
     node-llhttp libssl-dev libc-ares-dev libcurl4-openssl-dev libjansson-dev
     libcmocka-dev pkg-config clang libclang-rt-14-dev llvm wrk curl openssl
     valgrind dnsmasq-base python3 make gcc libc6-dev docker-compose
+    python3-prometheus-client
 )
 
 installed=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' \
