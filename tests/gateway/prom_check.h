@@ -33,6 +33,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Every function is static; a binary that uses some of them only must
+ * not warn about the others. */
+#define PROM_FN static __attribute__((unused))
+
 enum { PROM_NONE, PROM_BUCKET, PROM_SUM, PROM_COUNT };
 
 typedef struct prom_fam {
@@ -61,9 +65,9 @@ typedef struct prom_doc {
     bool failed;
 } prom_doc;
 
-static bool prom_fail(prom_doc *d, size_t line, const char *fmt, ...)
+PROM_FN bool prom_fail(prom_doc *d, size_t line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static bool prom_fail(prom_doc *d, size_t line, const char *fmt, ...)
+PROM_FN bool prom_fail(prom_doc *d, size_t line, const char *fmt, ...)
 {
     if (d->failed)
         return false;
@@ -80,19 +84,19 @@ static bool prom_fail(prom_doc *d, size_t line, const char *fmt, ...)
     return false;
 }
 
-static bool prom_name_start(char c, bool metric)
+PROM_FN bool prom_name_start(char c, bool metric)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
            (metric && c == ':');
 }
 
-static bool prom_name_char(char c, bool metric)
+PROM_FN bool prom_name_char(char c, bool metric)
 {
     return prom_name_start(c, metric) || (c >= '0' && c <= '9');
 }
 
 /* The length of the name at s (0: none). */
-static size_t prom_name_len(const char *s, const char *end, bool metric)
+PROM_FN size_t prom_name_len(const char *s, const char *end, bool metric)
 {
     size_t n = 0;
     if (s >= end || !prom_name_start(*s, metric))
@@ -102,7 +106,7 @@ static size_t prom_name_len(const char *s, const char *end, bool metric)
     return n;
 }
 
-static char *prom_strndup(const char *s, size_t n)
+PROM_FN char *prom_strndup(const char *s, size_t n)
 {
     char *p = malloc(n + 1);
     if (p == NULL)
@@ -112,7 +116,7 @@ static char *prom_strndup(const char *s, size_t n)
     return p;
 }
 
-static bool prom_parse_float(const char *s, size_t n, double *out)
+PROM_FN bool prom_parse_float(const char *s, size_t n, double *out)
 {
     char buf[64];
     if (n == 0 || n >= sizeof buf)
@@ -140,7 +144,7 @@ static bool prom_parse_float(const char *s, size_t n, double *out)
     return e == buf + n;
 }
 
-static size_t prom_fam_find(prom_doc *d, const char *name, size_t n)
+PROM_FN size_t prom_fam_find(prom_doc *d, const char *name, size_t n)
 {
     for (size_t i = 0; i < d->nfams; i++)
         if (strlen(d->fams[i].name) == n &&
@@ -149,7 +153,7 @@ static size_t prom_fam_find(prom_doc *d, const char *name, size_t n)
     return (size_t)-1;
 }
 
-static size_t prom_fam_add(prom_doc *d, const char *name, size_t n)
+PROM_FN size_t prom_fam_add(prom_doc *d, const char *name, size_t n)
 {
     if (d->nfams == d->fams_cap) {
         d->fams_cap = d->fams_cap ? 2 * d->fams_cap : 16;
@@ -165,7 +169,7 @@ static size_t prom_fam_add(prom_doc *d, const char *name, size_t n)
 
 /* Lines of family fam come now: it must not have been left before; the
  * family of the previous line is left when it is another. */
-static bool prom_enter(prom_doc *d, size_t *cur, size_t fam, size_t line)
+PROM_FN bool prom_enter(prom_doc *d, size_t *cur, size_t fam, size_t line)
 {
     if (*cur != fam) {
         if (d->fams[fam].left)
@@ -183,7 +187,7 @@ typedef struct prom_label {
     size_t name_len, value_len;
 } prom_label;
 
-static int prom_label_cmp(const void *a, const void *b)
+PROM_FN int prom_label_cmp(const void *a, const void *b)
 {
     const prom_label *x = a, *y = b;
     size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
@@ -194,8 +198,8 @@ static int prom_label_cmp(const void *a, const void *b)
 }
 
 /* name{l1="v1",l2="v2"} with labels sorted, skipping the one named skip. */
-static char *prom_key(const char *name, size_t name_len, prom_label *ls,
-                      size_t nl, const char *skip)
+PROM_FN char *prom_key(const char *name, size_t name_len, prom_label *ls,
+                       size_t nl, const char *skip)
 {
     size_t cap = name_len + 3;
     for (size_t i = 0; i < nl; i++)
@@ -230,8 +234,8 @@ static char *prom_key(const char *name, size_t name_len, prom_label *ls,
 
 #define PROM_MAX_LABELS 16
 
-static bool prom_sample_line(prom_doc *d, const char *s, const char *end,
-                             size_t line, size_t *cur)
+PROM_FN bool prom_sample_line(prom_doc *d, const char *s, const char *end,
+                              size_t line, size_t *cur)
 {
     size_t nn = prom_name_len(s, end, true);
     if (nn == 0)
@@ -383,8 +387,8 @@ static bool prom_sample_line(prom_doc *d, const char *s, const char *end,
     return true;
 }
 
-static bool prom_comment_line(prom_doc *d, const char *s, const char *end,
-                              size_t line, size_t *cur)
+PROM_FN bool prom_comment_line(prom_doc *d, const char *s, const char *end,
+                               size_t line, size_t *cur)
 {
     bool help = end - s >= 7 && memcmp(s, "# HELP ", 7) == 0;
     bool type = end - s >= 7 && memcmp(s, "# TYPE ", 7) == 0;
@@ -433,14 +437,14 @@ static bool prom_comment_line(prom_doc *d, const char *s, const char *end,
     return prom_fail(d, line, "unknown type \"%.*s\"", (int)(end - p), p);
 }
 
-static int prom_sample_key_cmp(const void *a, const void *b)
+PROM_FN int prom_sample_key_cmp(const void *a, const void *b)
 {
     const prom_sample *x = *(prom_sample *const *)a;
     const prom_sample *y = *(prom_sample *const *)b;
     return strcmp(x->key, y->key);
 }
 
-static bool prom_check_histograms(prom_doc *d)
+PROM_FN bool prom_check_histograms(prom_doc *d)
 {
     for (size_t i = 0; i < d->nsamples; i++) {
         prom_sample *s = &d->samples[i];
@@ -490,7 +494,7 @@ static bool prom_check_histograms(prom_doc *d)
     return true;
 }
 
-static void prom_doc_free(prom_doc *d)
+PROM_FN void prom_doc_free(prom_doc *d)
 {
     for (size_t i = 0; i < d->nfams; i++)
         free(d->fams[i].name);
@@ -504,8 +508,8 @@ static void prom_doc_free(prom_doc *d)
 
 /* Is text[0, len) a valid exposition (see the top of this file)? On
  * failure err says why (line numbers from 1). */
-static bool prom_validate(const char *text, size_t len, char *err,
-                          size_t errlen)
+PROM_FN bool prom_validate(const char *text, size_t len, char *err,
+                           size_t errlen)
 {
     prom_doc d = {.err = err, .errlen = errlen};
     if (errlen > 0)
@@ -555,7 +559,7 @@ static bool prom_validate(const char *text, size_t len, char *err,
  * `name{labels}` as the render writes it) followed by a space. Returns
  * how many such lines there are (*v is the first one's value).
  */
-static int prom_value(const char *text, const char *series, double *v)
+PROM_FN int prom_value(const char *text, const char *series, double *v)
 {
     size_t sl = strlen(series);
     int found = 0;
@@ -578,7 +582,7 @@ static int prom_value(const char *text, const char *series, double *v)
 }
 
 /* Is line (without its newline) one of text's lines? */
-static bool prom_has_line(const char *text, const char *line)
+PROM_FN bool prom_has_line(const char *text, const char *line)
 {
     size_t ll = strlen(line);
     for (const char *p = text; *p != '\0';) {
