@@ -459,6 +459,60 @@ static void test_access_line_long(void **state)
     rt_check_report();
 }
 
+/* NULL strings are logged as null; a line past any sane size (parts
+ * with huge names: 1.6 MB) becomes an error line, still JSON. */
+static void test_access_line_edges(void **state)
+{
+    (void)state;
+    rt_check_reset();
+    enum { NPARTS = 200, NAME = 8000 };
+    gw_access_part *parts = calloc(NPARTS, sizeof *parts);
+    char *names = malloc((size_t)NPARTS * (NAME + 1));
+    assert_non_null(parts);
+    assert_non_null(names);
+    for (int i = 0; i < NPARTS; i++) {
+        char *nm = names + (size_t)i * (NAME + 1);
+        memset(nm, 'p', NAME);
+        snprintf(nm, 12, "%d", i); /* distinct */
+        nm[strlen(nm)] = 'p';
+        nm[NAME] = '\0';
+        parts[i] = (gw_access_part){.name = nm, .outcome = "ok", .ns = 1};
+    }
+    capture c;
+    assert_true(capture_start(&c));
+    gw_access a = sample();
+    a.id = NULL;
+    a.client = NULL;
+    a.parts = (const gw_access_part[]){{.name = "x", .outcome = NULL}};
+    a.nparts = 1;
+    gw_log_access(&a);
+    a = sample();
+    a.parts = parts;
+    a.nparts = NPARTS;
+    gw_log_access(&a);
+    char *out = capture_end(&c);
+    free(names);
+    free(parts);
+    assert_non_null(out);
+    json_t *js[3] = {0};
+    size_t n = parse_all(out, js, 3);
+    assert_int_equal(n, 2);
+    assert_non_null(js[0]);
+    assert_non_null(js[1]);
+    assert_true(json_is_null(json_object_get(js[0], "id")));
+    assert_true(json_is_null(json_object_get(js[0], "client")));
+    assert_string_equal(str_of(js[0], "method"), "GET");
+    json_t *x = json_object_get(json_object_get(js[0], "parts"), "x");
+    assert_true(json_is_null(json_object_get(x, "outcome")));
+    assert_string_equal(str_of(js[1], "error"), "access log line too long");
+    assert_non_null(str_of(js[1], "time"));
+    assert_true(strlen(out) < 4096);
+    json_decref(js[0]);
+    json_decref(js[1]);
+    free(out);
+    rt_check_report();
+}
+
 /* ---------------------------------------------------------- the queue */
 
 #define FLUSH_LINES 3000
@@ -681,6 +735,7 @@ int main(void)
         cmocka_unit_test(test_access_line_direct),
         cmocka_unit_test(test_access_line_queued),
         cmocka_unit_test(test_access_line_long),
+        cmocka_unit_test(test_access_line_edges),
         cmocka_unit_test(test_stop_flushes),
         cmocka_unit_test(test_full_pipe_never_blocks),
     };
