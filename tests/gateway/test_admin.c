@@ -748,9 +748,12 @@ static void test_keepalive(void **state)
 static intptr_t malformed_script(void *arg)
 {
     fx *f = arg;
-    static char big_header[10000];
-    memcpy(big_header, "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Big: ", 40);
-    memset(big_header + 40, 'x', sizeof big_header - 45);
+    /* A head of 10000 bytes: the admin's cap is 8 KiB. */
+    static char big_header[10001];
+    static const char start[] = "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Big: ";
+    memcpy(big_header, start, sizeof start - 1);
+    memset(big_header + sizeof start - 1, 'x',
+           sizeof big_header - sizeof start - 4);
     memcpy(big_header + sizeof big_header - 5, "\r\n\r\n", 5);
     static const struct {
         const char *req;
@@ -783,6 +786,32 @@ static intptr_t malformed_script(void *arg)
         CHECK(cl_get(f->port, GET("/healthz"), &r));
         CHECK(r.status == 200);
         resp_free(&r);
+    }
+    /* A head far over the cap, sent whole before the answer is read (as
+     * a simple client does): the rest is read and dropped, so the client
+     * neither fails its send nor loses the 431 to a reset. */
+    {
+        size_t huge = 512 * 1024; /* under the admin's 1 MiB of lingering */
+        char *h = malloc(huge);
+        CHECK(h != NULL);
+        if (h != NULL) {
+            memcpy(h, start, sizeof start - 1);
+            memset(h + sizeof start - 1, 'x', huge - (sizeof start - 1));
+            conn c;
+            response r;
+            CHECK(cl_connect(&c, f->port));
+            bool sent = cl_send(&c, h, huge);
+            if (!sent)
+                fprintf(stderr, "huge head: send: %s\n", strerror(errno));
+            CHECK(sent);
+            bool got = cl_response(&c, false, &r);
+            if (!got)
+                fprintf(stderr, "huge head: no answer: %s\n", strerror(errno));
+            CHECK(got && r.status == 431);
+            resp_free(&r);
+            cl_close(&c);
+            free(h);
+        }
     }
     /* A good request, then a bad one on the same connection. */
     conn c;
