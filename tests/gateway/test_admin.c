@@ -655,8 +655,8 @@ static intptr_t methods_script(void *arg)
         "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
         "PUT /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
         "DELETE /debug/goroutines HTTP/1.1\r\nHost: a\r\n\r\n",
-        "POST /metrics HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-        "\r\n3\r\nabc\r\n0\r\n\r\n",
+        ("POST /metrics HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+         "\r\n3\r\nabc\r\n0\r\n\r\n"),
     };
     for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
         CHECK(cl_do(&c, wrong[i], &r));
