@@ -905,12 +905,16 @@ static void test_stop(void **state)
  * whichever side of the accept it lands on. */
 #define STOP_ROUNDS 100
 
+typedef struct dial {
+    int port;
+    conn c;
+} dial;
+
 static intptr_t connect_script(void *arg)
 {
-    conn *c = arg;
-    int port = c->fd;
-    if (!cl_connect(c, port))
-        c->fd = -1;
+    dial *d = arg;
+    if (!cl_connect(&d->c, d->port))
+        d->c.fd = -1;
     return 0;
 }
 
@@ -922,8 +926,8 @@ static void stop_race_main(void *arg)
         fx f = {0};
         if (!fx_start(&f))
             return;
-        conn c = {.fd = f.port};
-        client(connect_script, &c);
+        dial d = {.port = f.port};
+        client(connect_script, &d);
         if (i % 2 == 1)
             rt_yield(); /* let the accept goroutine run, sometimes */
         int64_t t = rt_now();
@@ -932,8 +936,8 @@ static void stop_race_main(void *arg)
         worst = t > worst ? t : worst;
         gw_admin_free(f.admin);
         gw_metrics_free(f.metrics);
-        if (c.fd >= 0)
-            cl_close(&c);
+        if (d.c.fd >= 0)
+            cl_close(&d.c);
     }
     fprintf(stderr, "stop race: worst stop %lld ms over %d rounds\n",
             (long long)(worst / RT_MSEC), STOP_ROUNDS);
