@@ -11,8 +11,10 @@
  * Structure: an accept goroutine and a goroutine per connection, with
  * keep-alive (a Prometheus scraper keeps its connection) and the strict
  * parser; requests are small, so limits are fixed: 8 KiB of head, no
- * body beyond 64 KiB, 10 s per request, 60 s idle. Every connection holds
- * a reference taken under `mu`, so gw_admin_stop can close them all.
+ * body beyond 64 KiB, 10 s per request, 60 s idle. A rejected request is
+ * answered, then the connection lingers (see linger()). Every connection
+ * holds a reference taken under `mu`, so gw_admin_stop can close them
+ * all; one accepted once the stop has begun is closed by the acceptor.
  */
 #include "admin.h"
 
@@ -31,6 +33,8 @@
 #define RBUF 4096
 #define REQUEST_TIMEOUT (10 * RT_SEC)
 #define IDLE_TIMEOUT (60 * RT_SEC)
+#define LINGER_TIME (2 * RT_SEC)
+#define LINGER_BYTES (1024 * 1024)
 
 typedef struct aconn aconn;
 
@@ -86,7 +90,8 @@ static void serve(gw_admin *a, const gw_http_request *r, answer *ans)
     const char *p = r->path;
     size_t n = r->path_len;
     bool healthz = n == 8 && memcmp(p, "/healthz", 8) == 0;
-    bool metrics = n == 8 && memcmp(p, "/metrics", 8) == 0;
+    bool metrics = n == 8 && memcmp(p, "/metrics", 8) == 0 &&
+                   a->o.metrics != NULL; /* none: not served */
     bool goroutines = n == 17 && memcmp(p, "/debug/goroutines", 17) == 0;
     ans->type = "application/json";
     if (!healthz && !metrics && !goroutines) {
@@ -111,7 +116,8 @@ static void serve(gw_admin *a, const gw_http_request *r, answer *ans)
             ans->body = "{\"error\":\"out of memory\"}";
         } else {
             ans->status = 200;
-            ans->type = "text/plain; version=0.0.4; charset=utf-8";
+            ans->type = metrics ? "text/plain; version=0.0.4; charset=utf-8"
+                                : "text/plain; charset=utf-8";
             ans->body = ans->owned;
         }
     }
@@ -134,6 +140,27 @@ static int reply(rt_conn *c, const answer *ans, bool head_only, bool close)
     ssize_t w = rt_conn_writev(c, iov, head_only ? 1 : 2,
                                rt_now() + REQUEST_TIMEOUT, NULL);
     return w < 0 ? (int)w : 0;
+}
+
+/*
+ * After the answer to a rejected request: send our FIN, then read and
+ * drop what the client still sends (the rest of an oversized head, a
+ * body) until it closes, for LINGER_TIME and LINGER_BYTES at most.
+ * Closing with unread bytes would make the kernel answer them with a
+ * reset, which can reach the client before it has read the answer and
+ * discard it there (nginx's lingering close).
+ */
+static void linger(rt_conn *c, char *buf)
+{
+    if (rt_conn_shutdown(c, SHUT_WR) != 0)
+        return;
+    int64_t deadline = rt_now() + LINGER_TIME;
+    for (size_t n = 0; n < LINGER_BYTES;) {
+        ssize_t r = rt_conn_read(c, buf, RBUF, deadline, NULL);
+        if (r <= 0)
+            return;
+        n += (size_t)r;
+    }
 }
 
 static void conn_main(void *arg)
@@ -171,7 +198,8 @@ static void conn_main(void *arg)
                           .type = "application/json",
                           .body = "{\"error\":\"malformed request\"}"};
             bad.len = strlen(bad.body);
-            reply(ac->c, &bad, false, true);
+            if (reply(ac->c, &bad, false, true) == 0)
+                linger(ac->c, buf);
             break;
         }
         answer ans = {0};
@@ -220,6 +248,16 @@ static void accept_main(void *arg)
         ac->a = a;
         ac->c = c;
         rt_mutex_lock(&a->mu);
+        /* Accepted while gw_admin_stop ran: it has walked (or will not
+         * see) the list, so this connection is closed here, not left to
+         * its request timeout while the stop waits. stopping is set
+         * before the stop takes mu. */
+        if (atomic_load(&a->stopping)) {
+            rt_mutex_unlock(&a->mu);
+            rt_conn_release(c);
+            free(ac);
+            break;
+        }
         ac->next = a->conns;
         if (a->conns != NULL)
             a->conns->prev = ac;
@@ -256,7 +294,13 @@ int gw_admin_start(const gw_admin_opts *o, gw_admin **out, char *err,
     }
     a->port = rt_conn_port(a->ln);
     rt_waitgroup_add(&a->wg, 1);
-    rt_go(accept_main, a);
+    if (rt_go(accept_main, a) == 0) {
+        snprintf(err, errlen, "admin listen %s: no goroutine for the listener",
+                 o->listen);
+        rt_conn_release(a->ln);
+        free(a);
+        return -ENOMEM;
+    }
     *out = a;
     return 0;
 }

@@ -15,7 +15,8 @@ typedef struct gw_admin gw_admin;
 
 typedef struct gw_admin_opts {
     const char *listen;  /* "127.0.0.1:9901" */
-    gw_metrics *metrics; /* not owned; must outlive the listener */
+    gw_metrics *metrics; /* not owned; must outlive the listener; NULL:
+                            no /metrics (404) */
     /* True while the gateway drains: /healthz answers 503. */
     bool (*draining)(void *arg);
     void *draining_arg;

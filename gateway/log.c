@@ -12,7 +12,8 @@
  * The state is global because the process has one stderr; `level` is
  * read without a lock (an atomic), the rest is set by gw_log_start and
  * gw_log_stop only. gw_log_stop sends a NULL line (the writer's cue to
- * end), waits for the writer, and frees the queue: it must be called
+ * end), waits for the writer (at most STOP_WAIT), and frees the queue:
+ * it must be called
  * once nothing logs any more (after the server has stopped), since a
  * send after that would touch freed memory. Before gw_log_start and
  * after gw_log_stop, lines are written at once.
@@ -32,13 +33,15 @@
 #include <unistd.h>
 
 #define QUEUE_LINES 4096
+#define STOP_WAIT (2 * RT_SEC) /* gw_log_stop's bound on a stuck stderr */
 #define BATCH 64
-#define LINE_MAX_BYTES 8192
+#define LINE_BYTES 2048
+#define LINE_MAX_BYTES (1024 * 1024)
 
 static _Atomic int level = GW_LOG_INFO;
 static struct {
-    rt_chan *queue;      /* char *; NULL line = stop */
-    rt_waitgroup writer; /* the writer goroutine */
+    rt_chan *queue;  /* char *; NULL line = stop */
+    rt_chan *exited; /* closed by the writer goroutine as it ends */
     gw_metrics *metrics;
     _Atomic bool running;
 } lg;
@@ -128,7 +131,7 @@ static void writer_main(void *arg)
             rt_blocking(write_batch, &b);
     }
     free(b.buf);
-    rt_waitgroup_done(&lg.writer);
+    rt_chan_close(lg.exited);
 }
 
 int gw_log_start(gw_metrics *metrics)
@@ -136,16 +139,15 @@ int gw_log_start(gw_metrics *metrics)
     if (atomic_load(&lg.running))
         return -EBUSY;
     lg.queue = rt_chan_make(sizeof(char *), QUEUE_LINES);
-    if (lg.queue == NULL)
-        return -ENOMEM;
-    lg.metrics = metrics;
-    rt_waitgroup_add(&lg.writer, 1);
-    if (rt_go(writer_main, NULL) == 0) {
-        rt_waitgroup_done(&lg.writer);
+    lg.exited = rt_chan_make(1, 0);
+    if (lg.queue == NULL || lg.exited == NULL ||
+        rt_go(writer_main, NULL) == 0) {
         rt_chan_free(lg.queue);
-        lg.queue = NULL;
+        rt_chan_free(lg.exited);
+        lg.queue = lg.exited = NULL;
         return -ENOMEM;
     }
+    lg.metrics = metrics;
     atomic_store(&lg.running, true);
     return 0;
 }
@@ -154,11 +156,29 @@ void gw_log_stop(void)
 {
     if (!atomic_exchange(&lg.running, false))
         return;
+    /* The stop cue goes after every queued line. A stderr that takes
+     * nothing (a reader that stopped reading) must not keep the process
+     * from exiting: after STOP_WAIT the writer and what it holds are
+     * left behind, and what is still queued is lost. */
     char *stop = NULL;
-    rt_chan_send(lg.queue, &stop); /* after every queued line */
-    rt_waitgroup_wait(&lg.writer);
+    rt_timer *t = rt_timer_new(STOP_WAIT);
+    bool done = false;
+    if (t != NULL) {
+        rt_case send[2] = {RT_SEND_CASE(lg.queue, &stop),
+                           RT_RECV_CASE(rt_timer_chan(t), NULL)};
+        if (rt_select(send, 2) == 0) {
+            rt_case wait[2] = {RT_RECV_CASE(lg.exited, NULL),
+                               RT_RECV_CASE(rt_timer_chan(t), NULL)};
+            done = rt_select(wait, 2) == 0;
+        }
+        rt_timer_stop(t);
+        rt_timer_free(t);
+    }
+    if (!done)
+        return; /* the writer is stuck in write(2): leave it */
     rt_chan_free(lg.queue);
-    lg.queue = NULL;
+    rt_chan_free(lg.exited);
+    lg.queue = lg.exited = NULL;
     lg.metrics = NULL;
 }
 
@@ -212,39 +232,37 @@ static void now_rfc3339(char out[32])
     snprintf(out + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
-void gw_log_access(const gw_access *a)
+/* Write the access line of a (without its newline) into line, which has
+ * room for cap bytes; like snprintf, returns the length the whole line
+ * needs. A NULL string field is written as null. */
+static size_t format_access(char *line, size_t cap, const gw_access *a,
+                            const char *ts)
 {
-    if (!gw_log_enabled(GW_LOG_INFO))
-        return;
-    char *line = malloc(LINE_MAX_BYTES);
-    if (line == NULL)
-        return;
-    size_t cap = LINE_MAX_BYTES - 2, n = 0;
-    char ts[32];
-    now_rfc3339(ts);
-#define ADD(...)                                                               \
+    size_t n = 0;
+#define ROOM (n < cap ? cap - n : 0)
+#define AT (n < cap ? line + n : NULL)
+#define ADD(...) (n += (size_t)snprintf(AT, ROOM, __VA_ARGS__))
+#define QUOTE(s, len) (n += gw_json_quote(AT, ROOM, (s), (len)))
+#define QUOTE_STR(s)                                                           \
     do {                                                                       \
-        if (n < cap)                                                           \
-            n += (size_t)snprintf(line + n, cap - n, __VA_ARGS__);             \
-    } while (0)
-#define QUOTE(s, len)                                                          \
-    do {                                                                       \
-        if (n < cap)                                                           \
-            n += gw_json_quote(line + n, cap - n, (s), (len));                 \
+        if ((s) != NULL)                                                       \
+            QUOTE((s), strlen(s));                                             \
+        else                                                                   \
+            ADD("null");                                                       \
     } while (0)
     ADD("{\"time\":\"%s\",\"id\":", ts);
-    QUOTE(a->id, strlen(a->id));
+    QUOTE_STR(a->id);
     ADD(",\"client\":");
-    QUOTE(a->client, strlen(a->client));
+    QUOTE_STR(a->client);
     ADD(",\"method\":");
-    QUOTE(a->method, strlen(a->method));
+    QUOTE_STR(a->method);
     ADD(",\"path\":");
-    QUOTE(a->path, a->path_len);
-    ADD(",\"route\":");
-    if (a->route != NULL)
-        QUOTE(a->route, strlen(a->route));
+    if (a->path != NULL)
+        QUOTE(a->path, a->path_len);
     else
         ADD("null");
+    ADD(",\"route\":");
+    QUOTE_STR(a->route);
     ADD(",\"status\":%d,\"duration_ms\":%.3f,\"bytes\":%zu", a->status,
         (double)a->ns / 1e6, a->bytes);
     if (a->completed >= 0)
@@ -256,8 +274,9 @@ void gw_log_access(const gw_access *a)
         for (size_t i = 0; i < a->nparts; i++) {
             const gw_access_part *p = &a->parts[i];
             ADD(i == 0 ? "" : ",");
-            QUOTE(p->name, strlen(p->name));
-            ADD(":{\"outcome\":\"%s\"", p->outcome);
+            QUOTE_STR(p->name);
+            ADD(":{\"outcome\":");
+            QUOTE_STR(p->outcome);
             if (p->ns >= 0)
                 ADD(",\"ms\":%.3f", (double)p->ns / 1e6);
             ADD("}");
@@ -265,16 +284,46 @@ void gw_log_access(const gw_access *a)
         ADD("}");
     }
     ADD("}");
+#undef ROOM
+#undef AT
 #undef ADD
 #undef QUOTE
-    if (n >= cap) {
-        /* Too long for a line: say so rather than cut the JSON. */
-        n = (size_t)snprintf(line, LINE_MAX_BYTES - 2,
-                             "{\"time\":\"%s\",\"error\":\"access log line "
-                             "too long\"}",
-                             ts);
+#undef QUOTE_STR
+    return n;
+}
+
+/*
+ * The line is formatted into LINE_BYTES first and, when it needs more (a
+ * long path: the parser lets targets of 8 KiB through, and escaping makes
+ * a control byte six), once more into a buffer of the size it needs, so
+ * that a request is always logged whole. Only a line past LINE_MAX_BYTES
+ * (many parts with long names) is replaced by an error line.
+ */
+void gw_log_access(const gw_access *a)
+{
+    if (!gw_log_enabled(GW_LOG_INFO))
+        return;
+    char ts[32];
+    now_rfc3339(ts);
+    size_t cap = LINE_BYTES;
+    for (int pass = 0; pass < 2; pass++) {
+        char *line = malloc(cap + 2);
+        if (line == NULL)
+            return;
+        size_t n = format_access(line, cap, a, ts);
+        if (n >= cap && pass == 0 && n <= LINE_MAX_BYTES) {
+            free(line);
+            cap = n + 1;
+            continue;
+        }
+        if (n >= cap) /* say so rather than cut the JSON */
+            n = (size_t)snprintf(line, cap,
+                                 "{\"time\":\"%s\",\"error\":\"access log "
+                                 "line too long\"}",
+                                 ts);
+        line[n++] = '\n';
+        line[n] = '\0';
+        emit(line);
+        return;
     }
-    line[n++] = '\n';
-    line[n] = '\0';
-    emit(line);
 }

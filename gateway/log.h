@@ -38,7 +38,9 @@ bool gw_log_enabled(gw_log_level level);
  * negative errno.
  */
 int gw_log_start(gw_metrics *metrics);
-/* Write what is queued and stop the writer. */
+/* Write what is queued and stop the writer; gives up after 2 s when
+ * stderr takes nothing (what is left is lost, the writer left behind), so
+ * a stuck log reader cannot keep the gateway from exiting. */
 void gw_log_stop(void);
 
 /* A message at level: "fanfold: LEVEL: " + the text + "\n". */

@@ -54,9 +54,12 @@ static const char *const cancel_names[GW_NCANCEL] = {
     [GW_CANCEL_DEADLINE] = "deadline",
 };
 
+/* The count is not kept apart: a render takes it from the buckets, so
+ * that _count and the +Inf bucket agree even while observations land
+ * between the loads of one render. */
 typedef struct histo {
     _Atomic uint64_t bucket[NBUCKETS]; /* not cumulative */
-    _Atomic uint64_t sum_ns, count;
+    _Atomic uint64_t sum_ns;
 } histo;
 
 typedef struct route_shard {
@@ -213,7 +216,6 @@ static void observe(histo *h, int64_t ns)
         i++;
     ADD(h->bucket[i], 1);
     ADD(h->sum_ns, (uint64_t)ns);
-    ADD(h->count, 1);
 }
 
 static size_t status_index(int status)
@@ -328,24 +330,39 @@ static void put(text *t, const char *fmt, ...)
     }
 }
 
-/* A label value with \, " and newline escaped (the exposition format). */
+/* Append n bytes of s. */
+static void put_bytes(text *t, const char *s, size_t n)
+{
+    if (t->err != 0)
+        return;
+    if (t->cap - t->len < n + 1) {
+        size_t cap = t->cap * 2 + n + 1;
+        char *b = realloc(t->buf, cap);
+        if (b == NULL) {
+            t->err = -ENOMEM;
+            return;
+        }
+        t->buf = b;
+        t->cap = cap;
+    }
+    memcpy(t->buf + t->len, s, n);
+    t->len += n;
+    t->buf[t->len] = '\0';
+}
+
+/* A label value with \, " and newline escaped (the exposition format),
+ * whole whatever its length: a cut value could make two series one. */
 static void put_label(text *t, const char *v)
 {
-    char esc[512];
-    size_t n = 0;
-    for (; *v != '\0' && n + 2 < sizeof esc; v++) {
-        if (*v == '\\' || *v == '"') {
-            esc[n++] = '\\';
-            esc[n++] = *v;
-        } else if (*v == '\n') {
-            esc[n++] = '\\';
-            esc[n++] = 'n';
-        } else {
-            esc[n++] = *v;
-        }
+    while (*v != '\0') {
+        size_t run = strcspn(v, "\\\"\n");
+        put_bytes(t, v, run);
+        v += run;
+        if (*v == '\0')
+            break;
+        put_bytes(t, *v == '\n' ? "\\n" : *v == '"' ? "\\\"" : "\\\\", 2);
+        v++;
     }
-    esc[n] = '\0';
-    put(t, "%s", esc);
 }
 
 static void put_head(text *t, const char *name, const char *type,
@@ -356,23 +373,22 @@ static void put_head(text *t, const char *name, const char *type,
 
 /* Sum the histograms of n shards (each `stride` bytes apart). */
 static void histo_sum(const char *base, size_t stride, size_t n, size_t off,
-                      uint64_t bucket[NBUCKETS], uint64_t *sum_ns,
-                      uint64_t *count)
+                      uint64_t bucket[NBUCKETS], uint64_t *sum_ns)
 {
     memset(bucket, 0, sizeof(uint64_t) * NBUCKETS);
-    *sum_ns = *count = 0;
+    *sum_ns = 0;
     for (size_t i = 0; i < n; i++) {
         histo *h = (histo *)(void *)(base + i * stride + off);
         for (size_t b = 0; b < NBUCKETS; b++)
             bucket[b] += LOAD(h->bucket[b]);
         *sum_ns += LOAD(h->sum_ns);
-        *count += LOAD(h->count);
     }
 }
 
+/* _count is the +Inf bucket's cumulative count (see histo). */
 static void put_histo(text *t, const char *name, const char *label,
                       const char *value, const uint64_t bucket[NBUCKETS],
-                      uint64_t sum_ns, uint64_t count)
+                      uint64_t sum_ns)
 {
     uint64_t cum = 0;
     for (size_t b = 0; b < NBUCKETS; b++) {
@@ -390,7 +406,7 @@ static void put_histo(text *t, const char *name, const char *label,
     put(t, "\"} %.9f\n", (double)sum_ns / 1e9);
     put(t, "%s_count{%s=\"", name, label);
     put_label(t, value);
-    put(t, "\"} %llu\n", (unsigned long long)count);
+    put(t, "\"} %llu\n", (unsigned long long)cum);
 }
 
 int gw_metrics_render(gw_metrics *m, char **out, size_t *len)
@@ -422,11 +438,11 @@ int gw_metrics_render(gw_metrics *m, char **out, size_t *len)
     put_head(&t, "fanfold_request_duration_seconds", "histogram",
              "Time from a request's head to its answer, by route.");
     for (gw_route_metrics *r = m->routes; r != NULL; r = r->next) {
-        uint64_t bucket[NBUCKETS], sum, count;
+        uint64_t bucket[NBUCKETS], sum;
         histo_sum((const char *)r->shards, sizeof *r->shards, r->nshards,
-                  offsetof(route_shard, h), bucket, &sum, &count);
+                  offsetof(route_shard, h), bucket, &sum);
         put_histo(&t, "fanfold_request_duration_seconds", "route", r->label,
-                  bucket, sum, count);
+                  bucket, sum);
     }
 
     put_head(&t, "fanfold_backend_requests_total", "counter",
@@ -445,11 +461,11 @@ int gw_metrics_render(gw_metrics *m, char **out, size_t *len)
     put_head(&t, "fanfold_backend_duration_seconds", "histogram",
              "Time a part took, slot wait included, by backend.");
     for (gw_backend_metrics *b = m->backends; b != NULL; b = b->next) {
-        uint64_t bucket[NBUCKETS], sum, count;
+        uint64_t bucket[NBUCKETS], sum;
         histo_sum((const char *)b->shards, sizeof *b->shards, b->nshards,
-                  offsetof(backend_shard, h), bucket, &sum, &count);
+                  offsetof(backend_shard, h), bucket, &sum);
         put_histo(&t, "fanfold_backend_duration_seconds", "backend", b->name,
-                  bucket, sum, count);
+                  bucket, sum);
     }
     put_head(&t, "fanfold_semaphore_inflight", "gauge",
              "Calls holding one of a backend's max_inflight slots.");
@@ -504,7 +520,8 @@ int gw_metrics_render(gw_metrics *m, char **out, size_t *len)
     put_head(&t, "fanfold_goroutines", "gauge", "Live goroutines.");
     put(&t, "fanfold_goroutines %llu\n", (unsigned long long)rt_goroutines());
     put_head(&t, "fanfold_log_dropped_total", "counter",
-             "Access log lines dropped because the log could not keep up.");
+             "Log lines (access log and messages) dropped because stderr could "
+             "not keep up.");
     put(&t, "fanfold_log_dropped_total %llu\n", (unsigned long long)dropped);
     rt_sched_stats ss;
     rt_sched_stats_get(&ss);
