@@ -69,6 +69,8 @@
 #define CONN_STACK ((size_t)64 * 1024)
 #define ACCEPT_BACKOFF (10 * RT_MSEC)
 #define DRAIN_GRACE (500 * RT_MSEC)
+#define LINGER_TIME (2 * RT_SEC)
+#define LINGER_BYTES ((size_t)1 << 20)
 
 typedef struct conn conn;
 
@@ -130,6 +132,9 @@ struct conn {
     int err_status;
     size_t err_bytes;
     char err_id[MAX_REQUEST_ID + 1];
+    /* Closing after an answer with client bytes maybe unread (an error,
+     * an early answer): linger() before the close. */
+    bool linger;
 };
 
 /* What a request goroutine owns. */
@@ -360,6 +365,7 @@ static void answer_error(conn *cn, const gw_limits *lim, int status,
                                lim->write_timeout_ms * RT_MSEC);
     cn->err_status = status;
     cn->err_bytes = w > 0 ? (size_t)w : 0;
+    cn->linger = true;
     snprintf(cn->err_id, sizeof cn->err_id, "%s", id);
     gw_response_free(&r);
 }
@@ -733,6 +739,7 @@ static verdict serve_request(conn *cn, gw_state *st, int64_t start)
         /* hr, the head, stays valid (and its keep_alive final once the
          * body is read); gw_http_parser_request would be NULL with the
          * body unread. */
+        cn->linger = has_body; /* its body is still coming */
         close = close || !hr->keep_alive || conn_retiring(cn, lim);
         ssize_t w =
             write_response(cn, &early, rq->id, close,
@@ -889,6 +896,30 @@ static void conn_unlink(conn *cn)
     rt_mutex_unlock(&s->mu);
 }
 
+/*
+ * nginx's lingering close: after answering a request whose bytes were not
+ * all read (an error, an early answer), send our FIN and read and drop
+ * what the client still sends until it closes, for LINGER_TIME and
+ * LINGER_BYTES at most (a drain or a stop ends it at once). Closing with
+ * unread bytes would make the kernel answer them with a reset, which can
+ * reach the client before it has read the answer and discard it there.
+ * Plain connections only: TLS ends with its close_notify.
+ */
+static void linger(conn *cn)
+{
+    if (cn->tls != NULL || rt_conn_shutdown(cn->rc, SHUT_WR) != 0)
+        return;
+    char buf[2048];
+    int64_t deadline = rt_now() + LINGER_TIME;
+    for (size_t n = 0; n < LINGER_BYTES;) {
+        ssize_t r =
+            rt_conn_read(cn->rc, buf, sizeof buf, deadline, cn->srv->idle_ctx);
+        if (r <= 0)
+            return;
+        n += (size_t)r;
+    }
+}
+
 static void conn_main(void *arg)
 {
     conn *cn = arg;
@@ -910,6 +941,8 @@ static void conn_main(void *arg)
             break;
         cn->nreq++;
     }
+    if (cn->linger)
+        linger(cn);
 out:
     conn_unlink(cn);
     if (cn->parser_live)
