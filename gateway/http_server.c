@@ -70,7 +70,7 @@
 #define ACCEPT_BACKOFF (10 * RT_MSEC)
 #define DRAIN_GRACE (500 * RT_MSEC)
 #define LINGER_TIME (2 * RT_SEC)
-#define LINGER_BYTES ((size_t)1 << 20)
+#define LINGER_BYTES ((size_t)64 << 20)
 
 typedef struct conn conn;
 

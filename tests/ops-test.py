@@ -854,6 +854,39 @@ def test_tls_listener_and_reload():
         gw.stop()
 
 
+def test_error_answer_not_reset():
+    """A client that sends its whole oversized request before reading (as
+    most HTTP clients do) gets its 431 or 413, not a reset: the gateway
+    lingers after the answer (FIN, then reads and drops what comes) rather
+    than closing on unread bytes."""
+    gw = Gateway(demo_config(mocks()))
+    try:
+        for i in range(6):
+            s = socket.create_connection(("127.0.0.1", gw.port))
+            s.settimeout(10 * SLOW)
+            if i % 2 == 0:
+                req = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4000000 + b"\r\n\r\n"
+                want = b"HTTP/1.1 431"
+            else:
+                req = (b"POST /api/products/1 HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Length: 4000000\r\n\r\n" + b"b" * 4000000)
+                want = b"HTTP/1.1 413"
+            try:
+                s.sendall(req)
+                got = b""
+                while b"\r\n" not in got:
+                    d = s.recv(4096)
+                    if not d:
+                        break
+                    got += d
+            except OSError as e:
+                raise Fail("round %d: %s before the answer was read" % (i, e))
+            check(got.startswith(want), "round %d: %r" % (i, got[:40]))
+            s.close()
+    finally:
+        gw.stop()
+
+
 TESTS = [
     test_metrics_at_start,
     test_metrics_count,
@@ -867,6 +900,7 @@ TESTS = [
     test_drain,
     test_drain_timeout,
     test_tls_listener_and_reload,
+    test_error_answer_not_reset,
 ]
 
 
