@@ -197,11 +197,15 @@ ALL_OBJS := $(LLHTTP_OBJS) $(RT_OBJS) $(GW_OBJS) \
 	$(BUILD)/tests/mock_backend.o
 -include $(ALL_OBJS:.o=.d)
 
-# --- benchmarks (not part of `make test`): `make bench` runs them all.
+# --- benchmarks (not part of `make test`): `make bench` runs them all, one
+# after the other even under -j (two benchmarks at once would skew both).
 include bench/runtime/bench.mk
 
 .PHONY: bench
-bench: bench-runtime bench-net
+bench:
+	+@$(MAKE) --no-print-directory bench-runtime
+	+@$(MAKE) --no-print-directory bench-net
+	+@$(MAKE) --no-print-directory bench-gateway
 
 # --- aarch64: the runtime cross-compiled (warning-free, -Werror) and a
 # smoke test run under qemu-user. Not part of `make test`; needs Debian's
