@@ -95,15 +95,17 @@ all: deps
 deps:
 	@.ci/deps.sh
 
-binaries: $(RT_LIB) $(GW_LIB) $(LLHTTP_OBJS) $(GW_BIN) $(TESTS)
+binaries: $(RT_LIB) $(GW_LIB) $(LLHTTP_OBJS) $(GW_BIN) $(TESTS) \
+	$(BUILD)/mock-backend
 
 tests: $(TESTS)
 
 test: deps
 	@tests/banned-calls.sh
 	+@$(MAKE) --no-print-directory binaries
-	@env CMOCKA_MESSAGE_OUTPUT=stdout $(SAN_ENV) \
-		tests/run-tests.sh $(BUILD)/tests
+	@env CMOCKA_MESSAGE_OUTPUT=stdout BUILD=$(BUILD) $(SAN_ENV) \
+		tests/run-tests.sh $(BUILD)/tests tests/docker-check.sh \
+		tests/k8s-check.sh tests/ops-test.py
 ifeq ($(SAN)$(LTO),)
 	@echo "=== the same tests, built with -O2 -flto ($(BUILD)/lto)"
 	+@$(MAKE) --no-print-directory BUILD=$(BUILD)/lto LTO=1 test-lto-run
@@ -120,8 +122,8 @@ test-race:
 	+@$(MAKE) --no-print-directory BUILD=build/tsan CC=clang SAN=thread test
 
 demo: deps
-	@echo "make demo: the gateway is not built yet (see README)" >&2
-	@exit 1
+	+@$(MAKE) --no-print-directory binaries
+	@BUILD=$(BUILD) scripts/demo.sh
 
 certs:
 	@certs/make-certs.sh
@@ -154,6 +156,9 @@ $(BUILD)/obj/gateway/%.o: gateway/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(GW_CFLAGS) -c $< -o $@
 
+# config.c embeds routes/demo.json with .incbin (path from the repository root).
+$(BUILD)/obj/gateway/config.o: routes/demo.json
+
 $(GW_LIB): $(GW_OBJS)
 	@mkdir -p $(@D)
 	rm -f $@ && $(AR) rcs $@ $^
@@ -175,16 +180,32 @@ $(RT_TESTS): $(BUILD)/tests/runtime/%: $(BUILD)/tests/runtime/%.o $(RT_LIB)
 $(GW_TESTS): $(BUILD)/tests/gateway/%: $(BUILD)/tests/gateway/%.o $(GW_LINK)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcmocka $(PKG_LIBS)
 
+# The mock backend (demo and integration tests); its test runs it.
+$(BUILD)/tests/mock_backend.o: tests/mock_backend.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(GW_CFLAGS) -c $< -o $@
+
+$(BUILD)/mock-backend: $(BUILD)/tests/mock_backend.o $(GW_LINK)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/tests/gateway/test_mock_backend: | $(BUILD)/mock-backend
+$(BUILD)/tests/gateway/test_gateway: | $(BUILD)/gateway $(BUILD)/mock-backend
+
 # Header dependencies written by -MMD -MP next to each object.
 ALL_OBJS := $(LLHTTP_OBJS) $(RT_OBJS) $(GW_OBJS) \
-	$(if $(GW_MAIN),$(BUILD)/obj/gateway/main.o) $(TESTS:%=%.o)
+	$(if $(GW_MAIN),$(BUILD)/obj/gateway/main.o) $(TESTS:%=%.o) \
+	$(BUILD)/tests/mock_backend.o
 -include $(ALL_OBJS:.o=.d)
 
-# --- benchmarks (not part of `make test`): `make bench` runs them all.
+# --- benchmarks (not part of `make test`): `make bench` runs them all, one
+# after the other even under -j (two benchmarks at once would skew both).
 include bench/runtime/bench.mk
 
 .PHONY: bench
-bench: bench-runtime bench-net
+bench:
+	+@$(MAKE) --no-print-directory bench-runtime
+	+@$(MAKE) --no-print-directory bench-net
+	+@$(MAKE) --no-print-directory bench-gateway
 
 # --- aarch64: the runtime cross-compiled (warning-free, -Werror) and a
 # smoke test run under qemu-user. Not part of `make test`; needs Debian's

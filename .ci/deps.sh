@@ -4,10 +4,18 @@
 # that takes a few milliseconds. Uses sudo when not run as root.
 set -euo pipefail
 
+# gcc only recommends libc6-dev, which --no-install-recommends skips.
+# docker-compose (1.29) is for tests/docker-check.sh: `docker-compose
+# config` validates docker/compose.yaml offline, without a Docker engine.
+# python3-yaml and python3-kubernetes are for tests/k8s-check.sh: it
+# parses docker/k8s/ and checks every field against the API's models.
+# python3-prometheus-client: test_metrics cross-checks the exposition with
+# its parser.
 PACKAGES=(
     node-llhttp libssl-dev libc-ares-dev libcurl4-openssl-dev libjansson-dev
     libcmocka-dev pkg-config clang libclang-rt-14-dev llvm wrk curl openssl
-    valgrind dnsmasq-base python3 make gcc
+    valgrind dnsmasq-base python3 make gcc libc6-dev docker-compose
+    python3-yaml python3-kubernetes python3-prometheus-client
 )
 
 installed=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' \

@@ -4,9 +4,12 @@
 # SAN DNS:localhost, IP:127.0.0.1, IP:::1). Existing files are kept; when
 # ca.crt or ca.key is missing all four are made again, and a missing
 # server file is remade from the existing CA.
+# FANFOLD_CERTS_DIR=DIR writes them to DIR instead (the tests use it).
 set -euo pipefail
 cd "$(dirname "$0")"
-out=dev
+out=${FANFOLD_CERTS_DIR:-dev}
+shown=$out
+[ "$out" = dev ] && shown=certs/dev
 days=825
 mkdir -p "$out"
 umask 077
@@ -18,7 +21,7 @@ if [ ! -f "$out/ca.crt" ] || [ ! -f "$out/ca.key" ]; then
         -addext "basicConstraints=critical,CA:TRUE" \
         -addext "keyUsage=critical,keyCertSign,cRLSign" \
         -keyout "$out/ca.key" -out "$out/ca.crt" 2>/dev/null
-    echo "certs: made certs/$out/ca.crt"
+    echo "certs: made $shown/ca.crt"
 fi
 
 if [ ! -f "$out/server.crt" ] || [ ! -f "$out/server.key" ]; then
@@ -38,5 +41,5 @@ EXT
         -set_serial "0x$(openssl rand -hex 16)" \
         -extfile "$tmp/ext.cnf" -out "$out/server.crt" 2>/dev/null
     chmod 644 "$out/server.crt" "$out/ca.crt"
-    echo "certs: made certs/$out/server.crt"
+    echo "certs: made $shown/server.crt"
 fi

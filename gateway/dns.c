@@ -232,6 +232,13 @@ const struct sockaddr_storage *gw_dns_pick(gw_dns_addrs *a)
     return &a->addr[i % a->n];
 }
 
+const struct sockaddr_storage *
+gw_dns_next(const gw_dns_addrs *a, const struct sockaddr_storage *prev)
+{
+    size_t i = (size_t)(prev - a->addr);
+    return &a->addr[(i + 1) % a->n];
+}
+
 int gw_dns_hostport(const struct sockaddr_storage *sa, int port, char *buf,
                     size_t len)
 {

@@ -138,6 +138,11 @@ void gw_dns_addrs_release(gw_dns_addrs *a);
 /* The next address round-robin: one atomic increment. A cached result is
  * shared by every caller, so the rotation is across all of them. */
 const struct sockaddr_storage *gw_dns_pick(gw_dns_addrs *a);
+/* The address after prev (one of a's), wrapping: where a call whose
+ * pick refused its connection tries next. Picking again instead could
+ * give the refused address back, as other calls move the cursor. */
+const struct sockaddr_storage *
+gw_dns_next(const gw_dns_addrs *a, const struct sockaddr_storage *prev);
 
 /* Write sa with port as "1.2.3.4:80" or "[::1]:80" (what rt_dial takes).
  * Returns 0, -ENOSPC when len is too small, -EAFNOSUPPORT. */

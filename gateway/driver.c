@@ -1,6 +1,6 @@
 /*
  * driver.c - a goroutine that owns a library's sockets and timers (API:
- * driver.h). c-ares (dns.c) and libcurl (upstream.c) both run on it.
+ * driver.h). c-ares (dns.c) and libcurl (upstream_curl.c) both run on it.
  *
  * Why a goroutine. Those libraries' handles are single-threaded, and a
  * goroutine runs on one thread at a time: the driver goroutine is the only

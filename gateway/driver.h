@@ -1,6 +1,6 @@
 /*
  * driver.h - a goroutine that owns a library's sockets and timers: the one
- * driver pattern of dns.c (c-ares) and upstream.c (libcurl). Design,
+ * driver pattern of dns.c (c-ares) and upstream_curl.c (libcurl). Design,
  * invariants and goroutine rules: the comment at the top of driver.c.
  *
  * The library handle belongs to one goroutine, the driver. It waits on a

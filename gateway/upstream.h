@@ -1,6 +1,13 @@
 /*
- * upstream.h — the gateway's HTTP client for backend calls: libcurl's
- * multi_socket API driven by the runtime (design: gateway/README.md).
+ * upstream.h — the gateway's HTTP client for backend calls (design:
+ * gateway/README.md). Two implementations stand behind this one API,
+ * chosen per client with opts.client:
+ *   GW_UPSTREAM_CURL    libcurl's multi_socket API on a driver goroutine
+ *                       (upstream_curl.c): http:// and https://;
+ *   GW_UPSTREAM_NATIVE  HTTP/1.1 on the runtime's sockets, on the caller's
+ *                       goroutine, with its own keep-alive pool
+ *                       (upstream_native.c): http:// only.
+ * Everything below holds for both unless it says otherwise.
  *
  * One gw_upstream per backend (or per group of backends sharing limits).
  * gw_upstream_do() blocks only the calling goroutine and returns status,
@@ -25,7 +32,8 @@
  *   -EPROTO         not HTTP, or a TLS failure;
  *   -EFBIG          body over max_response_bytes (or headers over 64 KiB):
  *                   the gateway's "too large";
- *   -EINVAL         a bad request (URL, method, connect_to);
+ *   -EINVAL         a bad request (URL, method, connect_to; an https://
+ *                   URL for the native client);
  *   -ENOMEM, -EIO   out of memory, any other libcurl failure.
  * A non-2xx answer is not an error: rc 0 and resp.status says it.
  */
@@ -43,29 +51,57 @@
 
 typedef struct gw_upstream gw_upstream;
 
+/* Which implementation gw_upstream_new builds. */
+typedef enum gw_upstream_client {
+    GW_UPSTREAM_CURL = 0, /* libcurl (the default, as before the choice) */
+    GW_UPSTREAM_NATIVE = 1,
+} gw_upstream_client;
+
+/* Idle connections of the native client are closed instead of reused
+ * after this long idle, or this long after they were opened. */
+#define GW_UPSTREAM_DEFAULT_IDLE_TIMEOUT_MS 30000
+#define GW_UPSTREAM_DEFAULT_MAX_CONNECTION_AGE_MS 300000
+/* Idle connections the native client keeps per address when neither
+ * max_idle_connections nor max_host_connections says. */
+#define GW_UPSTREAM_DEFAULT_MAX_IDLE 32
+
 typedef struct gw_upstream_opts {
-    /* Connections per host:port (libcurl's CURLMOPT_MAX_HOST_CONNECTIONS;
+    gw_upstream_client client; /* 0 = GW_UPSTREAM_CURL */
+    /* curl: connections per host:port (CURLMOPT_MAX_HOST_CONNECTIONS;
      * with several drivers, split between them, rounded up); calls beyond
      * it wait inside libcurl for a connection. Use the backend's
-     * max_inflight. 0 = no limit. */
+     * max_inflight. 0 = no limit.
+     * native: no queueing (the caller bounds concurrency, as the
+     * gateway's per-backend semaphore does); only the idle default
+     * below. */
     int max_host_connections;
-    /* Idle keep-alive connections kept (CURLMOPT_MAXCONNECTS, per
-     * driver); 0 = max_host_connections, or libcurl's default. */
+    /* Idle keep-alive connections kept: curl, CURLMOPT_MAXCONNECTS per
+     * driver, 0 = max_host_connections, or libcurl's default; native,
+     * per address, 0 = max_host_connections, or
+     * GW_UPSTREAM_DEFAULT_MAX_IDLE. */
     int max_idle_connections;
+    /* native only: an idle connection is closed instead of reused once
+     * idle this long, or this long after it was opened. 0 = the
+     * defaults above. */
+    int idle_timeout_ms;
+    int max_connection_age_ms;
     /* Body bytes kept; a larger answer fails with -EFBIG. 0 = 1 MiB. */
     size_t max_response_bytes;
-    /* CA bundle for https backends (CURLOPT_CAINFO); NULL = system's. */
+    /* curl only: CA bundle for https backends (CURLOPT_CAINFO); NULL =
+     * system's. */
     const char *ca_file;
-    /* Driver goroutines, each owning one libcurl multi handle and its own
-     * connection pool; calls are spread round-robin. 0 = 1 (see
-     * gateway/README.md for the measurement behind the default). */
+    /* curl only: driver goroutines, each owning one libcurl multi handle
+     * and its own connection pool; calls are spread round-robin. 0 = 1
+     * (see gateway/README.md for the measurement behind the default). */
     int drivers;
     /* Resolver for the URLs' host names (not owned; must outlive the
      * client). When set, a call without connect_to resolves the host
      * through it (c-ares, TTL cache), connects to the addresses in
      * round-robin order, and after a refused connection tries the next
      * address once, within the deadline. A DNS failure is -EHOSTUNREACH.
-     * NULL = libcurl resolves names itself. */
+     * NULL: curl resolves names itself; the native client connects to
+     * numeric hosts (and "localhost") only, any other name is
+     * -EHOSTUNREACH. */
     struct gw_resolver *resolver;
 } gw_upstream_opts;
 
@@ -81,7 +117,7 @@ typedef struct gw_upstream_req {
     /* Optional numeric address to connect to instead of resolving the
      * URL's host: "10.0.0.7:9102" or "[::1]:9102" (the resolver's
      * round-robin pick). Host header and TLS name still come from url.
-     * NULL = libcurl resolves the host itself. */
+     * NULL = the host is resolved as opts.resolver says. */
     const char *connect_to;
 } gw_upstream_req;
 
@@ -100,16 +136,19 @@ typedef struct gw_upstream_resp {
 } gw_upstream_resp;
 
 /*
- * Make a client (opts may be NULL: defaults). Spawns its driver
- * goroutine(s); call from a goroutine. Caller owns *out: gw_upstream_free().
- * Returns 0 or a negative errno.
+ * Make a client of the kind opts->client names (opts may be NULL:
+ * defaults, a libcurl client). The libcurl client spawns its driver
+ * goroutine(s); call from a goroutine. Caller owns *out:
+ * gw_upstream_free(). Returns 0, -EINVAL for a bad option (a negative
+ * count or time, an unknown client), -ENOMEM.
  */
 int gw_upstream_new(const gw_upstream_opts *opts, gw_upstream **out);
 
 /*
  * Free a client: calls still in flight fail with -ECANCELED; waits until
- * they have returned and the drivers have exited (closing every pooled
- * connection). No new gw_upstream_do may start once this is called.
+ * they have returned (and the curl client's drivers have exited), closing
+ * every pooled connection. No new gw_upstream_do may start once this is
+ * called. NULL is a no-op.
  */
 void gw_upstream_free(gw_upstream *up);
 
@@ -118,7 +157,10 @@ void gw_upstream_free(gw_upstream *up);
  * deadline is ctx's (rt_ctx_deadline; ctx may be NULL = none); when ctx is
  * done the transfer is removed at once and its connection closed (the
  * backend sees the close; over a multiplexed HTTP/2 connection only the
- * stream is reset), and the call returns rt_ctx_err(ctx). req and
+ * stream is reset), and the call returns rt_ctx_err(ctx). The native
+ * client retries a GET or HEAD once on a fresh connection when a reused
+ * keep-alive connection fails before any byte of the answer (the backend
+ * had closed it meanwhile); libcurl does the same. req and
  * everything it points to are only used until the call returns. On 0,
  * *resp is filled and owned by the caller; on error *resp is zeroed.
  */
@@ -140,7 +182,7 @@ const char *gw_upstream_strerror(int err);
 typedef struct gw_upstream_stats {
     uint64_t calls;     /* gw_upstream_do calls submitted */
     uint64_t cancelled; /* transfers removed because ctx was done */
-    uint64_t connects;  /* new connections libcurl opened */
+    uint64_t connects;  /* new connections opened */
 } gw_upstream_stats;
 void gw_upstream_stats_get(gw_upstream *up, gw_upstream_stats *out);
 

@@ -43,7 +43,7 @@
  * ping-pong path. An idle process has every M asleep: no CPU.
  *
  * Spawn back-pressure: a goroutine that fills its P's ring with new
- * goroutines parks until the ring drains to a quarter (p->spawn_waiter).
+ * goroutines parks until the ring drains to a quarter (p->spawn_waiters).
  * Go would spill to the global queue and go on, which is cheap with 2 KiB
  * stacks; here every live goroutine holds a stack page, so a loop that
  * spawns a million short goroutines would otherwise hold a million pages.
@@ -574,14 +574,18 @@ void rt__timer_added(int64_t when)
     }
 }
 
-/* The spawner parked on p's full ring, once the ring has drained to a
- * quarter (see rt__go). */
+/* A spawner parked on p's full ring, once the ring has drained to a
+ * quarter (see rt__go). Several may be parked (a goroutine the ring ran
+ * while the first waited may fill it again): they wait on a list, linked
+ * through schednext (a parked G is on no run queue or free list), and
+ * leave it one at a time, last in first out. */
 static rt_g *take_spawn_waiter(rt_p *p)
 {
-    rt_g *g = p->spawn_waiter;
+    rt_g *g = p->spawn_waiters;
     if (g == NULL || runq_len(p) > RT__RUNQ_SIZE / 4)
         return NULL;
-    p->spawn_waiter = NULL;
+    p->spawn_waiters = g->schednext;
+    g->schednext = NULL;
     atomic_store(&g->state, RT_G_RUNNABLE);
     return g;
 }
@@ -890,7 +894,8 @@ static rt_g *g_new(rt_p *p, rt_fn fn, void *arg, const rt_go_opts *opts,
 static bool spawn_wait(rt_g *g, void *arg)
 {
     rt_p *p = arg; /* g0 of the M that owns p: p's owner */
-    p->spawn_waiter = g;
+    g->schednext = p->spawn_waiters;
+    p->spawn_waiters = g;
     return true;
 }
 

@@ -46,7 +46,8 @@ struct rt_p {
     _Atomic(rt_g *) runnext;
     uint32_t schedtick;      /* owner only */
     uint32_t runnext_streak; /* owner only: runnext picks in a row */
-    rt_g *spawn_waiter;      /* owner only: spawner parked on a full ring */
+    rt_g *spawn_waiters;     /* owner only: spawners parked on a full ring,
+                                linked through schednext */
 
     /* Free Gs with default stacks, owner only. */
     rt_g *gfree;

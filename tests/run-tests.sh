@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Runs every test binary under DIR (default build/tests), sorted, each in
-# its own process with a 300 s timeout, and prints "N passed, M failed"
-# counting binaries. Exits non-zero if any binary failed, crashed or timed
-# out, or if there was no test binary at all.
+# Usage: run-tests.sh [DIR [SCRIPT...]]
+# Runs every test binary under DIR (default build/tests), sorted, then each
+# SCRIPT given (e.g. tests/docker-check.sh), each in its own process with a
+# 300 s timeout, and prints "N passed, M failed" counting binaries and
+# scripts. Exits non-zero if any of them failed, crashed or timed out, or
+# if there was no test binary at all.
 set -uo pipefail
 
 dir=${1:-build/tests}
+shift $(($# > 0 ? 1 : 0))
 export CMOCKA_MESSAGE_OUTPUT=${CMOCKA_MESSAGE_OUTPUT:-stdout}
 
 mapfile -t bins < <(find "$dir" -type f -name 'test_*' ! -name '*.*' \
     -perm -u+x 2>/dev/null | LC_ALL=C sort)
+nbins=${#bins[@]}
+bins+=("$@")
 
 passed=0
 failed=0
@@ -38,8 +43,8 @@ echo
 for f in "${failures[@]}"; do
     echo "failed: $f"
 done
-if [ "${#bins[@]}" -eq 0 ]; then
+if [ "$nbins" -eq 0 ]; then
     echo "run-tests: no test binaries under $dir" >&2
 fi
 echo "${passed} passed, ${failed} failed"
-[ "$failed" -eq 0 ] && [ "${#bins[@]}" -gt 0 ]
+[ "$failed" -eq 0 ] && [ "$nbins" -gt 0 ]

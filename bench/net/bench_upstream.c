@@ -1,12 +1,20 @@
 /*
- * bench_upstream.c - upstream calls per second through the libcurl client
- * (gateway/upstream.c) against a fast local backend (mini_backend): C
+ * bench_upstream.c - upstream calls per second through the upstream
+ * clients (gateway/upstream.h: libcurl, upstream_curl.c, and the native
+ * one, upstream_native.c) against a fast local backend (mini_backend): C
  * goroutines call gw_upstream_do in a loop for the duration, after a
- * half-second warm-up. Prints, per concurrency:
+ * half-second warm-up. Each client gets a client of its own, made fresh
+ * for each concurrency. Prints, per client and concurrency:
  *
- *   UPSTREAM procs=P conc=C rps=X err=E p50_us=.. p99_us=.. cpu_us_per_req=..
+ *   UPSTREAM client=K procs=P conc=C rps=X err=E p50_us=.. p99_us=..
+ *   cpu_us_per_req=..
  *
- * Usage: bench_upstream PORT [SECONDS [CONC[,CONC...]]]
+ * cpu_us_per_req is the whole process's CPU (user + system, getrusage)
+ * over the measured seconds divided by the calls: the client's own work,
+ * the runtime's and the kernel's on its side of the sockets.
+ *
+ * Usage: bench_upstream PORT [SECONDS [CONC[,CONC...] [CLIENT[,CLIENT]]]]
+ * CLIENT is curl or native (default: both, curl first).
  */
 #include "rt.h"
 #include "upstream.h"
@@ -72,7 +80,7 @@ static double cpu_seconds(void)
            (double)(r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e6;
 }
 
-static void run_one(int conc, int seconds)
+static void run_one(const char *name, int conc, int seconds)
 {
     for (int phase = 0; phase < 2; phase++) { /* warm-up, then measure */
         atomic_store(&B.ok, 0);
@@ -95,9 +103,9 @@ static void run_one(int conc, int seconds)
             n = MAXS;
         qsort(B.lat, (size_t)n, sizeof *B.lat, cmp);
         long ok = atomic_load(&B.ok);
-        printf("UPSTREAM procs=%d conc=%d rps=%.0f err=%ld p50_us=%.0f "
-               "p99_us=%.0f cpu_us_per_req=%.1f\n",
-               rt_procs(), conc, (double)ok / el, atomic_load(&B.err),
+        printf("UPSTREAM client=%s procs=%d conc=%d rps=%.0f err=%ld "
+               "p50_us=%.0f p99_us=%.0f cpu_us_per_req=%.1f\n",
+               name, rt_procs(), conc, (double)ok / el, atomic_load(&B.err),
                n ? (double)B.lat[n / 2] / 1e3 : 0,
                n ? (double)B.lat[n * 99 / 100] / 1e3 : 0,
                ok ? cpu * 1e6 / (double)ok : 0);
@@ -108,29 +116,41 @@ static void run_one(int conc, int seconds)
 typedef struct {
     int seconds;
     int conc[16], nconc;
+    gw_upstream_client clients[2];
+    int nclients;
 } opts;
 
 static void bench_main(void *arg)
 {
     opts *o = arg;
-    gw_upstream_opts uo = {.max_host_connections = 256};
-    if (gw_upstream_new(&uo, &B.up) != 0) {
-        fprintf(stderr, "bench_upstream: gw_upstream_new failed\n");
-        exit(1);
+    for (int k = 0; k < o->nclients; k++) {
+        const char *name =
+            o->clients[k] == GW_UPSTREAM_NATIVE ? "native" : "curl";
+        for (int i = 0; i < o->nconc; i++) {
+            gw_upstream_opts uo = {.client = o->clients[k],
+                                   .max_host_connections = 256};
+            if (gw_upstream_new(&uo, &B.up) != 0) {
+                fprintf(stderr, "bench_upstream: gw_upstream_new failed\n");
+                exit(1);
+            }
+            run_one(name, o->conc[i], o->seconds);
+            gw_upstream_free(B.up);
+        }
     }
-    for (int i = 0; i < o->nconc; i++)
-        run_one(o->conc[i], o->seconds);
-    gw_upstream_free(B.up);
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: bench_upstream PORT [SECONDS "
-                        "[CONC[,CONC...]]]\n");
+                        "[CONC[,CONC...] [curl|native[,...]]]]\n");
         return 2;
     }
-    opts o = {.seconds = 3, .conc = {1, 16, 64, 256}, .nconc = 4};
+    opts o = {.seconds = 3,
+              .conc = {1, 16, 64, 256},
+              .nconc = 4,
+              .clients = {GW_UPSTREAM_CURL, GW_UPSTREAM_NATIVE},
+              .nclients = 2};
     B.port = (int)strtol(argv[1], NULL, 10);
     if (argc > 2)
         o.seconds = (int)strtol(argv[2], NULL, 10);
@@ -139,6 +159,20 @@ int main(int argc, char **argv)
         for (char *t = strtok(argv[3], ","); t && o.nconc < 16;
              t = strtok(NULL, ","))
             o.conc[o.nconc++] = (int)strtol(t, NULL, 10);
+    }
+    if (argc > 4) {
+        o.nclients = 0;
+        for (char *t = strtok(argv[4], ","); t && o.nclients < 2;
+             t = strtok(NULL, ",")) {
+            if (strcmp(t, "curl") != 0 && strcmp(t, "native") != 0) {
+                fprintf(stderr, "bench_upstream: client %s: curl or native\n",
+                        t);
+                return 2;
+            }
+            o.clients[o.nclients++] = strcmp(t, "native") == 0
+                                          ? GW_UPSTREAM_NATIVE
+                                          : GW_UPSTREAM_CURL;
+        }
     }
     B.lat = malloc(sizeof *B.lat * MAXS);
     if (B.lat == NULL)

@@ -10,6 +10,11 @@
 #   bench-runtime                  builds it and runs bench/runtime/run.sh,
 #                                  which compares against the Go reference
 #                                  and writes $(BUILD)/bench/runtime.json.
+#   bench-net                      loopback echo and upstream-client benchmarks
+#   bench-gateway                  the whole gateway under wrk with mock
+#                                  backends on free ports
+#                                  (bench/gateway/run.sh; writes
+#                                  $(BUILD)/bench/gateway-<stamp>.json)
 # run.sh's knobs (PROCS, COUNT, BENCHTIME_MS, PARKED, GO_REF, ...) pass
 # through the environment: COUNT=1 BENCHTIME_MS=200 make bench-runtime
 
@@ -64,3 +69,12 @@ bench-net: $(BENCH_ECHO_BIN) $(BENCH_UP_BIN) $(MINI_BACKEND)
 	bench/net/run-upstream.sh $(MINI_BACKEND) $(BENCH_UP_BIN)
 
 -include $(BUILD)/bench/bench_echo.d $(BUILD)/bench/bench_upstream.d
+
+# The whole gateway under load: three mock backends and build/gateway on free
+# loopback ports, wrk at each of CONCURRENCIES. Builds nothing itself; its
+# knobs (CONCURRENCIES, DURATION, REPEAT, DELAY_PRICING_MS, WORKERS, CLIENT,
+# ...) pass through the environment or make's command line:
+#     make bench-gateway CONCURRENCIES=32 DURATION=2
+.PHONY: bench-gateway
+bench-gateway: $(BUILD)/gateway $(BUILD)/mock-backend
+	BUILD=$(BUILD) bench/gateway/run.sh

@@ -2,7 +2,7 @@
  * test_driver.c - gateway/driver.c on its own, with a fake "library": a
  * socketpair watched through the driver, a deadline, and commands pushed
  * on the driver's queue and carried out by its queued callback on the
- * driver goroutine (as dns.c and upstream.c start lookups and transfers).
+ * driver goroutine (as dns.c and upstream_curl.c start lookups and transfers).
  *
  * Each test runs its body as the main goroutine of rt_run(); bodies check
  * with CHECK() (tests/rt_check.h), never with cmocka's assert_*, and wait

@@ -1,18 +1,36 @@
 /*
- * test_upstream.c — gateway/upstream.c against a small HTTP/1.1 backend
- * written here on the runtime's sockets: success (status, body,
- * Content-Type, a forwarded header), non-2xx as a status, refused, reset,
- * timeout, cancellation (the backend sees the close), keep-alive reuse,
- * one pool per connect_to address, the body cap (known and unknown
- * length), 100 concurrent calls, freeing a client with calls in flight,
- * bad arguments.
+ * test_upstream.c — the upstream clients (gateway/upstream.c and the two
+ * behind it) against a small HTTP/1.1 backend written here on the
+ * runtime's sockets. The whole suite runs twice, once per client (two
+ * cmocka groups, "curl" and "native"; g_client says which): success
+ * (status, body, Content-Type, a forwarded header), non-2xx as a status,
+ * refused, reset, timeout, cancellation (the backend sees the close),
+ * keep-alive reuse, one pool per connect_to address, the body cap (known
+ * and unknown length, a Content-Length over it refused unread), the
+ * header cap, chunked and close-delimited bodies, HEAD, a 1xx interim
+ * answer, a non-HTTP answer, Connection: close and HTTP/1.0, a stale
+ * kept-alive connection (closed while idle, or dropped at its next
+ * request), a deadline in the middle of the body, 100 concurrent calls,
+ * freeing a client with calls in flight, bad arguments, the resolver's
+ * round-robin. Native only: the idle pool's caps (per address, idle time,
+ * age), no second try for a POST, http:// only, header injection.
  *
  * The backend listens on 127.0.0.1:0, serves each connection in its own
  * goroutine with keep-alive, and understands these query parameters:
  * delay_ms=N (answer after N ms, noticing meanwhile when the client
  * closes), status=N, size=N (a body of N bytes), chunked=1 (no
- * Content-Length), close=1 (close without answering). It counts accepted
- * connections and records when it saw a client close one.
+ * Content-Length; chunks of at most 1000 bytes), close=1 (close without
+ * answering), eof=1 (no length: the body ends with the close), bye=1
+ * (answer, then close), drop_next=1 (answer; at the next request on that
+ * connection close without answering), connclose=1 (answer with
+ * Connection: close, then close), v10=1 (an HTTP/1.0 answer without
+ * keep-alive; the backend itself keeps the connection), lie_cl=N (a head
+ * with Content-Length N, then nothing until the client closes), stall=1
+ * (half the body, then nothing until the client closes), interim=1 (a
+ * 103 Early Hints first), garbage=1 (a line that is not HTTP, then close),
+ * hdrbytes=N (about N bytes of X-Pad header fields). A HEAD gets the
+ * head alone. It counts accepted connections and requests, and records
+ * when it saw a client close a connection.
  *
  * Checks inside goroutines use CHECK(), which records the first failure;
  * the test asserts after rt_run() returns (a failing cmocka assertion
@@ -72,6 +90,7 @@ typedef struct backend {
 typedef struct bconn {
     backend *b;
     rt_conn *c;
+    bool drop_next; /* close at the next request without answering */
 } bconn;
 
 /* The value of query parameter key in target, or def. */
@@ -124,17 +143,64 @@ static bool send_all(bconn *bc, const char *s, size_t len)
            (ssize_t)len;
 }
 
+/* Wait (bounded) until the client closes the connection, recording it. */
+static void wait_client_close(bconn *bc)
+{
+    char tmp[256];
+    for (;;) {
+        ssize_t n = rt_conn_read(bc->c, tmp, sizeof tmp, rt_now() + 5 * RT_SEC,
+                                 bc->b->ctx);
+        if (n > 0)
+            continue;
+        if (n == 0 || n == -ECONNRESET)
+            client_closed(bc->b);
+        return;
+    }
+}
+
+/* About n bytes of "X-Pad-i: xxx...\r\n" lines; caller frees. */
+static char *pad_headers(long n, size_t *len)
+{
+    char *s = malloc((size_t)n + 128);
+    CHECK(s != NULL);
+    if (s == NULL)
+        return NULL;
+    size_t l = 0;
+    for (int i = 0; (long)l < n; i++) {
+        int k = snprintf(s + l, 40, "X-Pad-%d: ", i);
+        l += (size_t)k;
+        memset(s + l, 'p', 100);
+        l += 100;
+        memcpy(s + l, "\r\n", 2);
+        l += 2;
+    }
+    *len = l;
+    return s;
+}
+
 /* Answer one request (head is NUL-terminated). false: close the conn. */
 static bool serve(bconn *bc, const char *head)
 {
-    char target[1024] = "";
-    sscanf(head, "%*s %1023s", target);
+    char method[16] = "", target[1024] = "";
+    sscanf(head, "%15s %1023s", method, target);
+    if (bc->drop_next)
+        return false;
     long delay = query_long(target, "delay_ms", 0);
     long status = query_long(target, "status", 200);
     long size = query_long(target, "size", -1);
+    long hdrbytes = query_long(target, "hdrbytes", 0);
+    long lie_cl = query_long(target, "lie_cl", -1);
     bool chunked = query_long(target, "chunked", 0) == 1;
+    bool eof = query_long(target, "eof", 0) == 1;
+    bool bye = query_long(target, "bye", 0) == 1;
+    bool connclose = query_long(target, "connclose", 0) == 1;
+    bool v10 = query_long(target, "v10", 0) == 1;
+    bool stall = query_long(target, "stall", 0) == 1;
+    bool is_head = strcmp(method, "HEAD") == 0;
     if (query_long(target, "close", 0) == 1)
         return false;
+    if (query_long(target, "drop_next", 0) == 1)
+        bc->drop_next = true;
     if (delay > 0) {
         /* Wait, but notice a client that goes away meanwhile. */
         char tmp[64];
@@ -146,6 +212,14 @@ static bool serve(bconn *bc, const char *head)
             return false;
         }
     }
+    atomic_fetch_add(&bc->b->requests, 1);
+    if (query_long(target, "garbage", 0) == 1) {
+        send_all(bc, "SSH-2.0-OpenSSH_9.2\r\n", 21);
+        return false;
+    }
+    if (query_long(target, "interim", 0) == 1 &&
+        !send_all(bc, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n", 44))
+        return false;
     char id[128] = "-";
     header_value(head, "X-Request-Id", id, sizeof id);
     char *body;
@@ -164,25 +238,47 @@ static bool serve(bconn *bc, const char *head)
     }
     size_t blen = strlen(body);
     char hdr[512];
-    int hl;
+    int hl = snprintf(hdr, sizeof hdr,
+                      "HTTP/1.%d %ld X\r\nContent-Type: application/json\r\n"
+                      "X-Echo-Id: %s\r\n%s",
+                      v10 ? 0 : 1, status, id,
+                      connclose ? "Connection: close\r\n" : "");
     if (chunked)
-        hl = snprintf(hdr, sizeof hdr,
-                      "HTTP/1.1 %ld X\r\nContent-Type: application/json\r\n"
-                      "X-Echo-Id: %s\r\nTransfer-Encoding: chunked\r\n\r\n"
-                      "%zx\r\n",
-                      status, id, blen);
-    else
-        hl = snprintf(hdr, sizeof hdr,
-                      "HTTP/1.1 %ld X\r\nContent-Type: application/json\r\n"
-                      "X-Echo-Id: %s\r\nContent-Length: %zu\r\n\r\n",
-                      status, id, blen);
-    /* Counted before the answer goes out: a client that has its answer
-     * must see the count. */
-    atomic_fetch_add(&bc->b->requests, 1);
-    bool ok = send_all(bc, hdr, (size_t)hl) && send_all(bc, body, blen) &&
-              (!chunked || send_all(bc, "\r\n0\r\n\r\n", 7));
+        hl += snprintf(hdr + hl, sizeof hdr - (size_t)hl,
+                       "Transfer-Encoding: chunked\r\n");
+    else if (lie_cl >= 0)
+        hl += snprintf(hdr + hl, sizeof hdr - (size_t)hl,
+                       "Content-Length: %ld\r\n", lie_cl);
+    else if (!eof)
+        hl += snprintf(hdr + hl, sizeof hdr - (size_t)hl,
+                       "Content-Length: %zu\r\n", blen);
+    size_t plen = 0;
+    char *pad = hdrbytes > 0 ? pad_headers(hdrbytes, &plen) : NULL;
+    bool ok = send_all(bc, hdr, (size_t)hl) &&
+              (pad == NULL || send_all(bc, pad, plen)) &&
+              send_all(bc, "\r\n", 2);
+    free(pad);
+    if (ok && (lie_cl >= 0 || stall)) {
+        if (stall)
+            send_all(bc, body, blen / 2);
+        wait_client_close(bc);
+        free(body);
+        return false;
+    }
+    if (ok && !is_head && chunked) {
+        for (size_t off = 0; ok && off < blen; off += 1000) {
+            size_t n = blen - off < 1000 ? blen - off : 1000;
+            char ch[32];
+            int cl = snprintf(ch, sizeof ch, "%zx\r\n", n);
+            ok = send_all(bc, ch, (size_t)cl) && send_all(bc, body + off, n) &&
+                 send_all(bc, "\r\n", 2);
+        }
+        ok = ok && send_all(bc, "0\r\n\r\n", 5);
+    } else if (ok && !is_head) {
+        ok = send_all(bc, body, blen);
+    }
     free(body);
-    return ok;
+    return ok && !eof && !bye && !connclose;
 }
 
 static void backend_conn(void *arg)
@@ -251,6 +347,7 @@ static void backend_accept(void *arg)
         }
         bc->b = b;
         bc->c = c;
+        bc->drop_next = false;
         rt_waitgroup_add(&b->wg, 1);
         rt_go(backend_conn, bc);
     }
@@ -295,9 +392,13 @@ static int closed_port(void)
     return port;
 }
 
+/* The client kind the running group tests (its setup sets it). */
+static gw_upstream_client g_client;
+
 static gw_upstream *client(size_t max_body, int max_conns)
 {
-    gw_upstream_opts o = {.max_response_bytes = max_body,
+    gw_upstream_opts o = {.client = g_client,
+                          .max_response_bytes = max_body,
                           .max_host_connections = max_conns};
     gw_upstream *up = NULL;
     CHECK(gw_upstream_new(&o, &up) == 0);
@@ -857,7 +958,8 @@ static void resolver_main(void *arg)
     gw_resolver *r = NULL;
     CHECK(gw_resolver_new(&cfg, &r) == 0);
     backend *b = backend_listen(rs->all_interfaces ? ":0" : "127.0.0.1:0");
-    gw_upstream_opts o = {.max_host_connections = 4, .resolver = r};
+    gw_upstream_opts o = {
+        .client = g_client, .max_host_connections = 4, .resolver = r};
     gw_upstream *up = NULL;
     CHECK(gw_upstream_new(&o, &up) == 0);
     char url[64];
@@ -907,11 +1009,506 @@ static void test_resolver_refused_tries_next(void **state)
     run(2, resolver_main, &rs);
 }
 
+/* ------------------------------------------------ framing and caps */
+
+/* A fresh client against a fresh backend for the tests below. */
+typedef struct fixture {
+    backend *b;
+    gw_upstream *up;
+} fixture;
+
+static fixture fixture_start(size_t max_body)
+{
+    fixture f = {.b = backend_start(), .up = client(max_body, 4)};
+    return f;
+}
+
+static void fixture_stop(fixture *f)
+{
+    gw_upstream_free(f->up);
+    backend_stop(f->b);
+}
+
+/* Wait (bounded) until the backend has seen n closes. */
+static bool wait_closes(backend *b, int n)
+{
+    for (int i = 0; i < 200 && atomic_load(&b->closes) < n; i++)
+        rt_sleep(5 * RT_MSEC);
+    return atomic_load(&b->closes) >= n;
+}
+
+/* Chunked (several chunks) and close-delimited bodies. */
+static void bodies_main(void *arg)
+{
+    (void)arg;
+    fixture f = fixture_start(0);
+    gw_upstream_resp resp;
+    CHECK(get(f.up, f.b, "/x?size=5500&chunked=1", NULL, &resp) == 0);
+    CHECK(resp.status == 200 && resp.body_len == 5500);
+    CHECK(resp.body[0] == 'x' && resp.body[5499] == 'x' &&
+          resp.body[5500] == '\0');
+    CHECK(gw_upstream_resp_header(&resp, "Content-Length") == NULL);
+    gw_upstream_resp_free(&resp);
+    /* The chunked answer leaves the connection reusable. */
+    CHECK(get(f.up, f.b, "/x", NULL, &resp) == 0 && resp.status == 200);
+    gw_upstream_resp_free(&resp);
+    CHECK(atomic_load(&f.b->accepted) == 1);
+    /* A body delimited by the close: whole, and the next call dials. */
+    CHECK(get(f.up, f.b, "/x?size=3000&eof=1", NULL, &resp) == 0);
+    CHECK(resp.body_len == 3000 && resp.body[2999] == 'x');
+    gw_upstream_resp_free(&resp);
+    CHECK(get(f.up, f.b, "/x?eof=1", NULL, &resp) == 0);
+    CHECK(strcmp(resp.body, "{\"ok\":true}") == 0);
+    gw_upstream_resp_free(&resp);
+    CHECK(get(f.up, f.b, "/x", NULL, &resp) == 0 && resp.status == 200);
+    gw_upstream_resp_free(&resp);
+    CHECK(atomic_load(&f.b->accepted) == 3);
+    /* A large body with a length, read in many pieces. */
+    CHECK(get(f.up, f.b, "/x?size=200000", NULL, &resp) == 0);
+    CHECK(resp.body_len == 200000 && resp.body[199999] == 'x');
+    gw_upstream_resp_free(&resp);
+    fixture_stop(&f);
+}
+
+static void test_bodies(void **state)
+{
+    (void)state;
+    run(2, bodies_main, NULL);
+}
+
+/* A Content-Length over the cap fails at the head: the body (which never
+ * comes) is not waited for. The client closes that connection. */
+static void length_over_cap_main(void *arg)
+{
+    (void)arg;
+    fixture f = fixture_start(1000);
+    gw_upstream_resp resp;
+    rt_ctx *ctx = rt_ctx_with_timeout(rt_ctx_background(), 5 * RT_SEC);
+    int64_t t0 = rt_now();
+    CHECK(get(f.up, f.b, "/x?lie_cl=100000000", ctx, &resp) == -EFBIG);
+    CHECK(ms_since(t0) < 1000);
+    CHECK(resp.body == NULL);
+    CHECK(wait_closes(f.b, 1));
+    CHECK(get(f.up, f.b, "/x?lie_cl=1001", ctx, &resp) == -EFBIG);
+    CHECK(get(f.up, f.b, "/x", ctx, &resp) == 0 && resp.status == 200);
+    gw_upstream_resp_free(&resp);
+    rt_ctx_release(ctx);
+    fixture_stop(&f);
+}
+
+static void test_length_over_cap(void **state)
+{
+    (void)state;
+    run(2, length_over_cap_main, NULL);
+}
+
+/* The header section's cap (64 KiB). */
+static void header_cap_main(void *arg)
+{
+    (void)arg;
+    fixture f = fixture_start(0);
+    gw_upstream_resp resp;
+    CHECK(get(f.up, f.b, "/x?hdrbytes=30000", NULL, &resp) == 0);
+    CHECK(resp.status == 200 && resp.nheaders > 250);
+    const char *pad = gw_upstream_resp_header(&resp, "X-Pad-7");
+    CHECK(pad != NULL && strlen(pad) == 100 && pad[99] == 'p');
+    gw_upstream_resp_free(&resp);
+    CHECK(get(f.up, f.b, "/x?hdrbytes=70000", NULL, &resp) == -EFBIG);
+    CHECK(resp.headers == NULL && resp.body == NULL);
+    CHECK(get(f.up, f.b, "/x", NULL, &resp) == 0 && resp.status == 200);
+    gw_upstream_resp_free(&resp);
+    fixture_stop(&f);
+}
+
+static void test_header_cap(void **state)
+{
+    (void)state;
+    run(2, header_cap_main, NULL);
+}
+
+/* An answer that is not HTTP. */
+static void not_http_main(void *arg)
+{
+    (void)arg;
+    fixture f = fixture_start(0);
+    gw_upstream_resp resp;
+    CHECK(get(f.up, f.b, "/x?garbage=1", NULL, &resp) == -EPROTO);
+    CHECK(resp.body == NULL && resp.status == 0);
+    fixture_stop(&f);
+}
+
+static void test_not_http(void **state)
+{
+    (void)state;
+    run(2, not_http_main, NULL);
+}
+
+/* HEAD: the head alone, Content-Length as for GET; the connection stays. */
+static void head_main(void *arg)
+{
+    (void)arg;
+    fixture f = fixture_start(0);
+    char url[128];
+    snprintf(url, sizeof url, "%s/x?size=500", f.b->base);
+    gw_upstream_req req = {
+        .method = "HEAD", .url = url, .connect_to = f.b->addr};
+    gw_upstream_resp resp;
+    CHECK(gw_upstream_do(f.up, &req, NULL, &resp) == 0);
+    CHECK(resp.status == 200 && resp.body_len == 0 && resp.body != NULL);
+    const char *cl = gw_upstream_resp_header(&resp, "content-length");
+    CHECK(cl != NULL && strcmp(cl, "500") == 0);
+    gw_upstream_resp_free(&resp);
+    /* A HEAD of an answer larger than the cap is fine: no body comes. */
+    gw_upstream *small = client(100, 4);
+    CHECK(gw_upstream_do(small, &req, NULL, &resp) == 0);
+    CHECK(resp.status == 200 && resp.body_len == 0);
+    gw_upstream_resp_free(&resp);
+    gw_upstream_free(small);
+    CHECK(get(f.up, f.b, "/x?size=500", NULL, &resp) == 0);
+    CHECK(resp.body_len == 500);
+    gw_upstream_resp_free(&resp);
+    CHECK(atomic_load(&f.b->requests) == 3);
+    fixture_stop(&f);
+}
+
+static void test_head(void **state)
+{
+    (void)state;
+    run(2, head_main, NULL);
+}
+
+/* A 1xx interim answer is skipped; only the final answer's fields stay. */
+static void interim_main(void *arg)
+{
+    (void)arg;
+    fixture f = fixture_start(0);
+    gw_upstream_resp resp;
+    CHECK(get(f.up, f.b, "/x?interim=1&status=201", NULL, &resp) == 0);
+    CHECK(resp.status == 201);
+    CHECK(strcmp(resp.body, "{\"ok\":true}") == 0);
+    CHECK(gw_upstream_resp_header(&resp, "Link") == NULL);
+    CHECK(gw_upstream_resp_header(&resp, "Content-Type") != NULL);
+    gw_upstream_resp_free(&resp);
+    CHECK(get(f.up, f.b, "/x", NULL, &resp) == 0 && resp.status == 200);
+    gw_upstream_resp_free(&resp);
+    CHECK(atomic_load(&f.b->accepted) == 1);
+    fixture_stop(&f);
+}
+
+static void test_interim(void **state)
+{
+    (void)state;
+    run(2, interim_main, NULL);
+}
+
+/* Connection: close, and HTTP/1.0 without keep-alive: not reused. */
+static void no_keepalive_main(void *arg)
+{
+    (void)arg;
+    fixture f = fixture_start(0);
+    gw_upstream_resp resp;
+    CHECK(get(f.up, f.b, "/x?connclose=1", NULL, &resp) == 0);
+    CHECK(resp.status == 200);
+    gw_upstream_resp_free(&resp);
+    CHECK(get(f.up, f.b, "/x?v10=1", NULL, &resp) == 0);
+    CHECK(resp.status == 200 && strcmp(resp.body, "{\"ok\":true}") == 0);
+    gw_upstream_resp_free(&resp);
+    CHECK(atomic_load(&f.b->accepted) == 2);
+    CHECK(get(f.up, f.b, "/x", NULL, &resp) == 0 && resp.status == 200);
+    gw_upstream_resp_free(&resp);
+    CHECK(atomic_load(&f.b->accepted) == 3);
+    /* The client closed the HTTP/1.0 connection the backend kept. */
+    CHECK(wait_closes(f.b, 1));
+    fixture_stop(&f);
+}
+
+static void test_no_keepalive(void **state)
+{
+    (void)state;
+    run(2, no_keepalive_main, NULL);
+}
+
+/*
+ * A kept-alive connection the backend closed while it was idle: noticed
+ * before use (the poller saw the hang-up), so the call dials a new one.
+ */
+static void stale_closed_main(void *arg)
+{
+    (void)arg;
+    fixture f = fixture_start(0);
+    gw_upstream_resp resp;
+    CHECK(get(f.up, f.b, "/x?bye=1", NULL, &resp) == 0);
+    gw_upstream_resp_free(&resp);
+    rt_sleep(50 * RT_MSEC); /* the FIN arrives, the poller sees it */
+    CHECK(get(f.up, f.b, "/x", NULL, &resp) == 0 && resp.status == 200);
+    gw_upstream_resp_free(&resp);
+    CHECK(atomic_load(&f.b->accepted) == 2);
+    CHECK(atomic_load(&f.b->requests) == 2);
+    /* The same without the pause: noticed, or retried once. */
+    CHECK(get(f.up, f.b, "/x?bye=1", NULL, &resp) == 0);
+    gw_upstream_resp_free(&resp);
+    CHECK(get(f.up, f.b, "/x", NULL, &resp) == 0 && resp.status == 200);
+    gw_upstream_resp_free(&resp);
+    CHECK(atomic_load(&f.b->accepted) == 3);
+    CHECK(atomic_load(&f.b->requests) == 4);
+    gw_upstream_stats st;
+    gw_upstream_stats_get(f.up, &st);
+    CHECK(st.connects == 3);
+    fixture_stop(&f);
+}
+
+static void test_stale_closed(void **state)
+{
+    (void)state;
+    run(2, stale_closed_main, NULL);
+}
+
+/* A kept-alive connection that dies at its next request (the backend
+ * closes without answering): a GET is sent again on a fresh connection. */
+static void stale_dropped_main(void *arg)
+{
+    (void)arg;
+    fixture f = fixture_start(0);
+    gw_upstream_resp resp;
+    rt_ctx *ctx = rt_ctx_with_timeout(rt_ctx_background(), 5 * RT_SEC);
+    for (int i = 0; i < 3; i++) {
+        CHECK(get(f.up, f.b, "/x?drop_next=1", ctx, &resp) == 0);
+        gw_upstream_resp_free(&resp);
+    }
+    CHECK(atomic_load(&f.b->accepted) == 3);
+    CHECK(atomic_load(&f.b->requests) == 3);
+    CHECK(get(f.up, f.b, "/x", ctx, &resp) == 0 && resp.status == 200);
+    gw_upstream_resp_free(&resp);
+    CHECK(atomic_load(&f.b->accepted) == 4);
+    rt_ctx_release(ctx);
+    fixture_stop(&f);
+}
+
+static void test_stale_dropped(void **state)
+{
+    (void)state;
+    run(2, stale_dropped_main, NULL);
+}
+
+/* The deadline passes in the middle of the body: -ETIMEDOUT at the
+ * deadline, and the backend sees the connection close. */
+static void deadline_mid_body_main(void *arg)
+{
+    (void)arg;
+    fixture f = fixture_start(0);
+    gw_upstream_resp resp;
+    rt_ctx *ctx = rt_ctx_with_timeout(rt_ctx_background(), 150 * RT_MSEC);
+    int64_t t0 = rt_now();
+    CHECK(get(f.up, f.b, "/x?size=10000&stall=1", ctx, &resp) == -ETIMEDOUT);
+    int64_t ms = ms_since(t0);
+    CHECK(ms >= 145 && ms < 400);
+    CHECK(resp.body == NULL);
+    rt_ctx_release(ctx);
+    CHECK(wait_closes(f.b, 1));
+    int64_t lag = (atomic_load(&f.b->closed_at) - t0) / RT_MSEC - ms;
+    CHECK(lag < 100);
+    fixture_stop(&f);
+}
+
+static void test_deadline_mid_body(void **state)
+{
+    (void)state;
+    run(2, deadline_mid_body_main, NULL);
+}
+
+/* --------------------------------------------------------- native only */
+
+static gw_upstream *native_client(gw_upstream_opts o)
+{
+    o.client = GW_UPSTREAM_NATIVE;
+    gw_upstream *up = NULL;
+    CHECK(gw_upstream_new(&o, &up) == 0);
+    return up;
+}
+
+typedef struct par {
+    gw_upstream *up;
+    backend *b;
+    const char *path;
+    rt_waitgroup wg;
+    _Atomic int ok;
+} par;
+
+static void par_call(void *arg)
+{
+    par *k = arg;
+    gw_upstream_resp resp;
+    if (get(k->up, k->b, k->path, NULL, &resp) == 0 && resp.status == 200)
+        atomic_fetch_add(&k->ok, 1);
+    gw_upstream_resp_free(&resp);
+    rt_waitgroup_done(&k->wg);
+}
+
+/* At most max_idle_connections idle per address; the rest are closed. */
+static void idle_cap_main(void *arg)
+{
+    (void)arg;
+    backend *b = backend_start();
+    par k = {.b = b,
+             .path = "/x?delay_ms=50",
+             .up = native_client((gw_upstream_opts){
+                 .max_idle_connections = 2, .max_host_connections = 8})};
+    for (int i = 0; i < 5; i++) {
+        rt_waitgroup_add(&k.wg, 1);
+        rt_go(par_call, &k);
+    }
+    rt_waitgroup_wait(&k.wg);
+    CHECK(atomic_load(&k.ok) == 5);
+    CHECK(atomic_load(&b->accepted) == 5);
+    CHECK(wait_closes(b, 3));
+    rt_sleep(20 * RT_MSEC);
+    CHECK(atomic_load(&b->closes) == 3);
+    /* Two calls now reuse the two idle connections. */
+    for (int i = 0; i < 2; i++) {
+        gw_upstream_resp resp;
+        CHECK(get(k.up, b, "/x", NULL, &resp) == 0);
+        gw_upstream_resp_free(&resp);
+    }
+    CHECK(atomic_load(&b->accepted) == 5);
+    gw_upstream_free(k.up);
+    backend_stop(b);
+}
+
+static void test_native_idle_cap(void **state)
+{
+    (void)state;
+    run(2, idle_cap_main, NULL);
+}
+
+/* Idle longer than idle_timeout_ms, or older than max_connection_age_ms:
+ * closed instead of reused. */
+static void idle_time_main(void *arg)
+{
+    (void)arg;
+    backend *b = backend_start();
+    gw_upstream *up = native_client((gw_upstream_opts){.idle_timeout_ms = 60});
+    gw_upstream_resp resp;
+    CHECK(get(up, b, "/x", NULL, &resp) == 0);
+    gw_upstream_resp_free(&resp);
+    rt_sleep(20 * RT_MSEC);
+    CHECK(get(up, b, "/x", NULL, &resp) == 0);
+    gw_upstream_resp_free(&resp);
+    CHECK(atomic_load(&b->accepted) == 1);
+    rt_sleep(100 * RT_MSEC);
+    CHECK(get(up, b, "/x", NULL, &resp) == 0);
+    gw_upstream_resp_free(&resp);
+    CHECK(atomic_load(&b->accepted) == 2);
+    CHECK(wait_closes(b, 1));
+    gw_upstream_free(up);
+
+    int before = atomic_load(&b->accepted);
+    up = native_client((gw_upstream_opts){.max_connection_age_ms = 100});
+    int64_t t0 = rt_now();
+    while (ms_since(t0) < 350) {
+        CHECK(get(up, b, "/x", NULL, &resp) == 0);
+        gw_upstream_resp_free(&resp);
+        rt_sleep(10 * RT_MSEC);
+    }
+    int made = atomic_load(&b->accepted) - before;
+    CHECK(made >= 3 && made <= 5);
+    gw_upstream_free(up);
+    backend_stop(b);
+}
+
+static void test_native_idle_time(void **state)
+{
+    (void)state;
+    run(2, idle_time_main, NULL);
+}
+
+/* A POST on a connection that dies is not sent twice. */
+static void no_retry_post_main(void *arg)
+{
+    (void)arg;
+    fixture f = fixture_start(0);
+    gw_upstream_resp resp;
+    CHECK(get(f.up, f.b, "/x?drop_next=1", NULL, &resp) == 0);
+    gw_upstream_resp_free(&resp);
+    char url[128];
+    snprintf(url, sizeof url, "%s/x", f.b->base);
+    gw_upstream_req req = {.method = "POST",
+                           .url = url,
+                           .connect_to = f.b->addr,
+                           .body = "{}",
+                           .body_len = 2};
+    CHECK(gw_upstream_do(f.up, &req, NULL, &resp) == -ECONNRESET);
+    CHECK(atomic_load(&f.b->accepted) == 1);
+    CHECK(gw_upstream_do(f.up, &req, NULL, &resp) == 0);
+    CHECK(resp.status == 200);
+    gw_upstream_resp_free(&resp);
+    fixture_stop(&f);
+}
+
+static void test_native_no_retry_post(void **state)
+{
+    (void)state;
+    run(2, no_retry_post_main, NULL);
+}
+
+/* What the native client refuses: https, bad header lines and methods,
+ * a name without a resolver. */
+static void native_refuses_main(void *arg)
+{
+    (void)arg;
+    gw_upstream *up = native_client((gw_upstream_opts){0});
+    gw_upstream_resp resp;
+    gw_upstream_req req = {.url = "https://127.0.0.1:1/"};
+    CHECK(gw_upstream_do(up, &req, NULL, &resp) == -EINVAL);
+    req.url = "http://127.0.0.1:1/a b";
+    CHECK(gw_upstream_do(up, &req, NULL, &resp) == -EINVAL);
+    req.url = "http://user@127.0.0.1:1/";
+    CHECK(gw_upstream_do(up, &req, NULL, &resp) == -EINVAL);
+    req.url = "http://127.0.0.1:0/";
+    CHECK(gw_upstream_do(up, &req, NULL, &resp) == -EINVAL);
+    req.url = "http://127.0.0.1:1/";
+    const char *inject[] = {"X-A: 1\r\nX-B: 2"};
+    req.headers = inject;
+    req.nheaders = 1;
+    CHECK(gw_upstream_do(up, &req, NULL, &resp) == -EINVAL);
+    const char *noname[] = {": v"};
+    req.headers = noname;
+    CHECK(gw_upstream_do(up, &req, NULL, &resp) == -EINVAL);
+    req.headers = NULL;
+    req.nheaders = 0;
+    req.method = "G T";
+    CHECK(gw_upstream_do(up, &req, NULL, &resp) == -EINVAL);
+    req.method = NULL;
+    req.url = "http://backend.invalid/";
+    CHECK(gw_upstream_do(up, &req, NULL, &resp) == -EHOSTUNREACH);
+    gw_upstream_free(up);
+}
+
+static void test_native_refuses(void **state)
+{
+    (void)state;
+    run(1, native_refuses_main, NULL);
+}
+
 /* -------------------------------------------------------------- main */
+
+static int use_curl(void **state)
+{
+    (void)state;
+    g_client = GW_UPSTREAM_CURL;
+    return 0;
+}
+
+static int use_native(void **state)
+{
+    (void)state;
+    g_client = GW_UPSTREAM_NATIVE;
+    return 0;
+}
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    /* Every client passes these. */
+    const struct CMUnitTest common[] = {
         cmocka_unit_test(test_success),
         cmocka_unit_test(test_non_2xx_status),
         cmocka_unit_test(test_refused),
@@ -926,6 +1523,27 @@ int main(void)
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_resolver_round_robin),
         cmocka_unit_test(test_resolver_refused_tries_next),
+        cmocka_unit_test(test_bodies),
+        cmocka_unit_test(test_length_over_cap),
+        cmocka_unit_test(test_header_cap),
+        cmocka_unit_test(test_not_http),
+        cmocka_unit_test(test_head),
+        cmocka_unit_test(test_interim),
+        cmocka_unit_test(test_no_keepalive),
+        cmocka_unit_test(test_stale_closed),
+        cmocka_unit_test(test_stale_dropped),
+        cmocka_unit_test(test_deadline_mid_body),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest native_only[] = {
+        cmocka_unit_test(test_native_idle_cap),
+        cmocka_unit_test(test_native_idle_time),
+        cmocka_unit_test(test_native_no_retry_post),
+        cmocka_unit_test(test_native_refuses),
+    };
+    int failed = 0;
+    failed += cmocka_run_group_tests_name("curl", common, use_curl, NULL);
+    failed += cmocka_run_group_tests_name("native", common, use_native, NULL);
+    failed += cmocka_run_group_tests_name("native only", native_only,
+                                          use_native, NULL);
+    return failed;
 }

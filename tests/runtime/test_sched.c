@@ -581,6 +581,69 @@ static void test_spawn_backpressure(void **state)
     rt_set_procs(0);
 }
 
+/*
+ * Several spawners storming one P at once: each parks when the ring is
+ * full, and every one of them must be woken again (a single waiter slot
+ * per P once lost the first spawner when a second parked behind it, and
+ * with it everything that spawner was to do).
+ */
+typedef struct {
+    rt_waitgroup children, spawners;
+    rt_chan *done;
+} nested_state;
+
+static void nested_child(void *arg)
+{
+    rt_waitgroup_done(&((nested_state *)arg)->children);
+}
+
+static void nested_spawner(void *arg)
+{
+    nested_state *s = arg;
+    for (int i = 0; i < 3000; i++) {
+        rt_waitgroup_add(&s->children, 1);
+        rt_go(nested_child, s);
+    }
+    rt_waitgroup_done(&s->spawners);
+}
+
+static void nested_waiter(void *arg)
+{
+    nested_state *s = arg;
+    rt_waitgroup_wait(&s->spawners);
+    rt_waitgroup_wait(&s->children);
+    rt_chan_close(s->done);
+}
+
+static void nested_main(void *arg)
+{
+    (void)arg;
+    for (int round = 0; round < 20; round++) {
+        nested_state s = {.done = rt_chan_make(1, 0)};
+        rt_waitgroup_add(&s.spawners, 16);
+        for (int i = 0; i < 16; i++)
+            rt_go(nested_spawner, &s);
+        rt_go(nested_waiter, &s);
+        rt_timer *t = rt_timer_new(20 * RT_SEC);
+        rt_case cs[2] = {RT_RECV_CASE(s.done, NULL),
+                         RT_RECV_CASE(rt_timer_chan(t), NULL)};
+        int got = rt_select(cs, 2);
+        CHECK(got == 0); /* 1: a spawner was never woken */
+        rt_timer_stop(t);
+        rt_timer_free(t);
+        if (got != 0)
+            return; /* the stuck goroutines are abandoned with the run */
+        rt_chan_free(s.done);
+    }
+}
+
+static void test_spawn_backpressure_many_spawners(void **state)
+{
+    (void)state;
+    rt_check_run(1, nested_main, NULL);
+    rt_check_run(2, nested_main, NULL);
+}
+
 /* ---------------------------------------------------------------- stress */
 
 /*
@@ -1330,6 +1393,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_big_stack),
         cmocka_unit_test(test_stack_overflow_detected),
         cmocka_unit_test(test_spawn_backpressure),
+        cmocka_unit_test(test_spawn_backpressure_many_spawners),
         cmocka_unit_test(test_stress_all_ps),
         cmocka_unit_test(test_timer_herd),
         cmocka_unit_test(test_sysmon_polls_network),
