@@ -469,7 +469,10 @@ void gw_fanout_run(gw_request *req, gw_response *resp, rt_chan *done)
     }
     /* A request cut by its deadline: the fan-in saw it, or a part that
      * was still pending reported timeout or overloaded at that moment. */
-    bool expired = deadline || rt_ctx_err(req->ctx) == -ETIMEDOUT;
+    /* (The clock, not rt_ctx_err: a part's socket wait may report the
+     * deadline a moment before the context's own timer has fired.) */
+    bool expired = deadline || rt_ctx_err(req->ctx) == -ETIMEDOUT ||
+                   now >= rt_ctx_deadline(req->ctx);
     bool cut_parts = deadline;
     for (size_t i = 0; expired && !cut_parts && i < f->nparts; i++)
         cut_parts =
