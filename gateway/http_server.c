@@ -94,6 +94,9 @@ struct gw_server {
      * makes the close happen once, whoever sees it first). */
     rt_chan *drained;
     _Atomic bool drained_once;
+    /* Closed by gw_server_force (once): the drain stops waiting. */
+    rt_chan *force;
+    _Atomic bool force_once;
     gw_metrics *metrics; /* not owned (the first state's) */
 
     rt_mutex mu; /* protects state, tls, conns */
@@ -1123,7 +1126,10 @@ int gw_server_start(gw_state *st, gw_tls_ctx *tls, gw_server **out, char *err,
     s->ctx = rt_ctx_with_cancel(rt_ctx_background());
     s->idle_ctx = s->ctx != NULL ? rt_ctx_with_cancel(s->ctx) : NULL;
     s->drained = rt_chan_make(1, 0);
-    int rc = s->idle_ctx != NULL && s->drained != NULL ? 0 : -ENOMEM;
+    s->force = rt_chan_make(1, 0);
+    int rc = s->idle_ctx != NULL && s->drained != NULL && s->force != NULL
+                 ? 0
+                 : -ENOMEM;
     if (rc == 0)
         rc = listen_on(&s->main, s, st->cfg->listen, false, err, errlen);
     if (rc == 0 && tls != NULL && st->cfg->has_tls) {
@@ -1136,6 +1142,7 @@ int gw_server_start(gw_state *st, gw_tls_ctx *tls, gw_server **out, char *err,
         rt_ctx_release(s->idle_ctx);
         rt_ctx_release(s->ctx);
         rt_chan_free(s->drained);
+        rt_chan_free(s->force);
         gw_state_unref(s->state);
         free(s);
         return rc;
@@ -1152,8 +1159,9 @@ int gw_server_start(gw_state *st, gw_tls_ctx *tls, gw_server **out, char *err,
     return 0;
 }
 
-/* Wait for s->drained until deadline; true when it closed. */
-static bool wait_drained(gw_server *s, int64_t deadline)
+/* Wait for s->drained until deadline (or, when forceable, until
+ * gw_server_force); true when it closed. */
+static bool wait_drained(gw_server *s, int64_t deadline, bool forceable)
 {
     int64_t left = deadline - rt_now();
     if (left <= 0)
@@ -1163,12 +1171,19 @@ static bool wait_drained(gw_server *s, int64_t deadline)
         rt_sleep(left);
         return atomic_load(&s->drained_once);
     }
-    rt_case cs[2] = {RT_RECV_CASE(s->drained, NULL),
-                     RT_RECV_CASE(rt_timer_chan(t), NULL)};
-    bool done = rt_select(cs, 2) == 0;
+    rt_case cs[3] = {RT_RECV_CASE(s->drained, NULL),
+                     RT_RECV_CASE(rt_timer_chan(t), NULL),
+                     RT_RECV_CASE(s->force, NULL)};
+    bool done = rt_select(cs, forceable ? 3 : 2) == 0;
     rt_timer_stop(t);
     rt_timer_free(t);
     return done;
+}
+
+void gw_server_force(gw_server *s)
+{
+    if (!atomic_exchange(&s->force_once, true))
+        rt_chan_close(s->force);
 }
 
 int gw_server_drain(gw_server *s, int64_t timeout)
@@ -1185,7 +1200,7 @@ int gw_server_drain(gw_server *s, int64_t timeout)
     rt_ctx_cancel(s->idle_ctx);
     rt_waitgroup_wait(&s->accepting);
     maybe_drained(s);
-    if (wait_drained(s, deadline))
+    if (wait_drained(s, deadline, true))
         return 0;
 
     /* Out of time: cancel every request in flight, whose connection
@@ -1214,7 +1229,7 @@ int gw_server_drain(gw_server *s, int64_t timeout)
     free(idle);
     /* The 503s go out (a client that does not read them is cut off by
      * gw_server_stop after this grace). */
-    wait_drained(s, rt_now() + DRAIN_GRACE);
+    wait_drained(s, rt_now() + DRAIN_GRACE, false);
     return -ETIMEDOUT;
 }
 
@@ -1257,6 +1272,7 @@ void gw_server_free(gw_server *s)
     rt_ctx_release(s->idle_ctx);
     rt_ctx_release(s->ctx);
     rt_chan_free(s->drained);
+    rt_chan_free(s->force);
     gw_state_unref(s->state);
     free(s);
 }

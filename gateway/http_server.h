@@ -52,6 +52,9 @@ gw_tls_ctx *gw_server_set_tls(gw_server *s, gw_tls_ctx *tls);
  * drain was started before.
  */
 int gw_server_drain(gw_server *s, int64_t timeout);
+/* Make a drain in progress (or the next one) stop waiting at once: what
+ * is in flight is answered 503 as at the timeout (a second SIGTERM). */
+void gw_server_force(gw_server *s);
 bool gw_server_draining(const gw_server *s);
 
 /* Connections open on the main (plain and TLS) listeners. */

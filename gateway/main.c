@@ -303,6 +303,34 @@ static bool draining(void *arg)
     return gw_server_draining(arg);
 }
 
+/* During a drain: a second SIGTERM or SIGINT (Ctrl-C twice) stops the
+ * waiting. Ends when the drain is over (done closed). */
+typedef struct watcher {
+    rt_chan *sig, *done;
+    gw_server *srv;
+    rt_waitgroup wg;
+} watcher;
+
+static void watch_main(void *arg)
+{
+    watcher *w = arg;
+    for (;;) {
+        int signo = 0;
+        rt_case cs[2] = {RT_RECV_CASE(w->sig, &signo),
+                         RT_RECV_CASE(w->done, NULL)};
+        if (rt_select(cs, 2) == 1)
+            break;
+        if (signo == SIGHUP)
+            continue; /* no reload while draining */
+        gw_logf(GW_LOG_WARN,
+                "%s again: not waiting for the requests in "
+                "flight any more",
+                signo == SIGINT ? "SIGINT" : "SIGTERM");
+        gw_server_force(w->srv);
+    }
+    rt_waitgroup_done(&w->wg);
+}
+
 static void gateway_main(void *arg)
 {
     app *a = arg;
@@ -378,7 +406,16 @@ static void gateway_main(void *arg)
             "requests in flight",
             signo == SIGINT ? "SIGINT" : "SIGTERM",
             (long long)(timeout / RT_MSEC));
+    watcher w = {.sig = sig, .done = rt_chan_make(1, 0), .srv = srv};
+    rt_waitgroup_add(&w.wg, 1);
+    if (w.done == NULL || rt_go(watch_main, &w) == 0)
+        rt_waitgroup_done(&w.wg); /* no watcher: one signal is enough */
     rc = gw_server_drain(srv, timeout);
+    if (w.done != NULL) {
+        rt_chan_close(w.done);
+        rt_waitgroup_wait(&w.wg);
+        rt_chan_free(w.done);
+    }
     if (rc == 0)
         gw_logf(GW_LOG_INFO, "drained: every request answered; exiting");
     else
@@ -395,12 +432,15 @@ stop:
         rt_signal_stop(sig);
         rt_chan_free(sig);
     }
-    gw_server_free(srv); /* stops it */
-    a->srv = NULL;
+    /* The server stops first (no request left), then the admin
+     * listener, whose /healthz asks the server; then the server goes. */
+    gw_server_stop(srv);
     if (adm != NULL) {
         gw_admin_stop(adm);
         gw_admin_free(adm);
     }
+    gw_server_free(srv);
+    a->srv = NULL;
     gw_state_unref(st);
     if (logging)
         gw_log_stop();

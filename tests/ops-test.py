@@ -163,6 +163,9 @@ class Gateway:
     def stop(self):
         """SIGTERM (unless it exited already); then fail on a hang, on a
         sanitizer report (races, leaks) or on an unexpected exit status."""
+        # A failure already on its way out of the test is the one to
+        # report: do not mask it with what the stop finds.
+        failing = sys.exc_info()[0] is not None
         signalled = self.p.poll() is None
         if signalled:
             self.p.send_signal(signal.SIGTERM)
@@ -176,6 +179,8 @@ class Gateway:
         self.logf.close()
         log = self.log()
         m = re.search(r"(WARNING|ERROR): (\w+Sanitizer)[^\n]*", log)
+        if failing:
+            return
         if m:
             raise Fail("sanitizer report: " + log[m.start():m.start() + 3000])
         if signalled and self.p.returncode != 0:
@@ -786,6 +791,33 @@ def test_drain_timeout():
         gw.stop()
 
 
+def test_second_signal_forces():
+    cfg = demo_config(mocks(), limits={"drain_timeout_ms": 20000})
+    cfg["routes"][0]["timeout_ms"] = 20000
+    gw = Gateway(cfg)
+    try:
+        slow = Background(gw.port, "/api/products/1?user=1", {"X-Mock-Delay": "inventory=8000"})
+        time.sleep(0.2 * SLOW)
+        gw.signal(signal.SIGTERM)
+        wait_until(lambda: "draining" in gw.log(), 5, "the drain to start")
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        gw.signal(signal.SIGINT)
+        try:
+            st, h, body = slow.get()
+        except Fail as e:
+            raise Fail("%s; log: %s" % (e, gw.log()[-1500:]))
+        check(st == 503 and json.loads(body) == {"error": "shutting down"},
+              "a second signal answers what is left 503: %d %s" % (st, body))
+        rc = gw.wait(5)
+        check(rc == 1, "exit status %d" % rc)
+        check(time.monotonic() - t0 < 2.0 * SLOW, "exit %.2fs after the second signal"
+              % (time.monotonic() - t0))
+        check("SIGINT again" in gw.log(), "log: " + gw.log()[-300:])
+    finally:
+        gw.stop()
+
+
 def make_certs(name):
     d = os.path.join(TMP, name)
     env = dict(os.environ, FANFOLD_CERTS_DIR=d)
@@ -899,6 +931,7 @@ TESTS = [
     test_reload_keeps_semaphore,
     test_drain,
     test_drain_timeout,
+    test_second_signal_forces,
     test_tls_listener_and_reload,
     test_error_answer_not_reset,
 ]
