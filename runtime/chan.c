@@ -211,7 +211,7 @@ static bool chan_send(rt_chan *c, const void *ep, bool block)
     if (!block && rt__chan_load(&c->closed) == 0 && chan_full(c))
         return false;
 
-    rt__lock_acquire(&c->lock);
+    rt__lock_acquire_hot(&c->lock);
     if (RT__UNLIKELY(c->closed)) {
         rt__lock_release(&c->lock);
         rt__panic("send on closed channel");
@@ -294,7 +294,7 @@ static bool chan_recv(rt_chan *c, void *ep, bool *ok, bool block)
         }
     }
 
-    rt__lock_acquire(&c->lock);
+    rt__lock_acquire_hot(&c->lock);
     if (c->closed) {
         if (c->count == 0) {
             rt__lock_release(&c->lock);
@@ -359,7 +359,7 @@ void rt_chan_close(rt_chan *c)
     if (c == NULL)
         rt__panic("close of nil channel");
 
-    rt__lock_acquire(&c->lock);
+    rt__lock_acquire_hot(&c->lock);
     if (c->closed) {
         rt__lock_release(&c->lock);
         rt__panic("close of closed channel");

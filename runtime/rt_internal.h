@@ -94,6 +94,10 @@ typedef struct rt__spin {
 #define RT__SPIN(ns) ((rt__spin){.budget = (ns), .end = 0, .n = 0})
 #define RT__SPIN_CHECK 8
 bool rt__spin_more(rt__spin *s);
+/* Spin about ns more (PAUSEs, the clock read every RT__SPIN_CHECK of them)
+ * or until the budget ends; says whether budget is left. For waits that
+ * look at a shared word only now and then (see rt__lock_acquire_hot). */
+bool rt__spin_for(rt__spin *s, int64_t ns);
 
 /* ---------------------------------------------------- thread-level lock */
 
@@ -102,9 +106,12 @@ bool rt__spin_more(rt__spin *s);
  * wait queues, timer heaps): spins briefly, then sleeps on a futex. It
  * blocks the thread, so hold it only for a few instructions and never
  * across a park (rt__park's unlockf is how you release it "after" one).
- * Zero-initialised = unlocked.
+ * Zero-initialised = unlocked. rt__lock_acquire_hot is the same lock
+ * taken by a waiter that looks at it less often while it spins: for locks
+ * that two Ps may take in a tight loop (channel locks; see lock.c).
  */
 void rt__lock_acquire(rt__lock *l);
+void rt__lock_acquire_hot(rt__lock *l);
 bool rt__lock_tryacquire(rt__lock *l);
 void rt__lock_release(rt__lock *l);
 

@@ -140,8 +140,14 @@ typedef struct rt__sched {
 
     /* Netpoller (netpoll.c): at most one M blocks in epoll at a time. */
     _Alignas(64) _Atomic bool polling; /* an M or sysmon is in rt__netpoll */
-    _Atomic int npolled;               /* fds registered */
-    _Atomic int64_t last_poll;         /* when epoll was last consulted */
+    _Atomic int npolled;               /* fds registered (netpoll.c) */
+    /* The signalfd is in the epoll set (signal.c). Not in npolled: an M
+     * that runs out of work polls before it steals only when some fd
+     * was registered (a syscall each time, which would otherwise be paid
+     * by every program, and for nothing: no goroutine waits on the
+     * signalfd); sysmon and the sleeping poller cover signals. */
+    _Atomic bool signalfd_on;
+    _Atomic int64_t last_poll; /* when epoll was last consulted */
 
     /* sysmon (sysmon.c). */
     _Alignas(64) pthread_t sysmon;

@@ -65,7 +65,7 @@ typedef struct sel_park {
 static void sellock(rt_chan **locks, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        rt__lock_acquire(&locks[i]->lock);
+        rt__lock_acquire_hot(&locks[i]->lock);
 }
 
 static void selunlock(rt_chan **locks, size_t n)

@@ -45,8 +45,10 @@
  * reaches the signalfd and rt_signal_notify needs no disposition change to
  * deliver it.
  *
- * The signalfd is counted in rt__s.npolled, so busy Ms poll it too (at
- * least every 10 ms): a process whose Ms are all busy still sees SIGTERM.
+ * The signalfd is flagged in rt__s.signalfd_on, so sysmon polls it at
+ * least every 10 ms while the Ms are all busy: such a process still sees
+ * SIGTERM. (It is not counted in rt__s.npolled: Ms that run out of work
+ * poll only for sockets; see sched_internal.h.)
  *
  * Lock order: lock (this file) > rt_chan locks (rt_internal.h): the
  * channel sends happen under lock. Nothing here takes lock while holding
@@ -137,7 +139,7 @@ int rt__signal_init(void)
         sigemptyset(&ign.sa_mask);
         sig.pipe_changed = sigaction(SIGPIPE, &ign, NULL) == 0;
     }
-    atomic_fetch_add(&rt__s.npolled, 1);
+    atomic_store(&rt__s.signalfd_on, true);
     return 0;
 
 fail_fd:
@@ -234,7 +236,7 @@ void rt__signal_fini(void)
     if (sig.fd < 0)
         return;
     drain(false);
-    atomic_fetch_sub(&rt__s.npolled, 1);
+    atomic_store(&rt__s.signalfd_on, false);
     close(sig.fd); /* also leaves the epoll set */
     sig.fd = -1;
     struct sigaction cur;

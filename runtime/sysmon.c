@@ -91,7 +91,8 @@ void rt_sched_stats_get(rt_sched_stats *out)
 /* Poll the network if nobody has for a while and nobody is. */
 static bool poll_network(int64_t now)
 {
-    if (atomic_load_explicit(&rt__s.npolled, memory_order_relaxed) == 0 ||
+    if ((atomic_load_explicit(&rt__s.npolled, memory_order_relaxed) == 0 &&
+         !atomic_load_explicit(&rt__s.signalfd_on, memory_order_relaxed)) ||
         now - atomic_load_explicit(&rt__s.last_poll, memory_order_relaxed) <
             NETPOLL_GAP ||
         atomic_load(&rt__s.polling) || atomic_exchange(&rt__s.polling, true))

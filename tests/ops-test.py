@@ -84,6 +84,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+# Sockets held by refused_port() until the process ends.
+_REFUSING = []
+
+
+def refused_port():
+    """A port of 127.0.0.1 that refuses connections: bound, never
+    listening, and held until exit so that nothing else takes it (a port
+    from free_port() is free for anyone, such as another test's backend)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _REFUSING.append(s)
+    return s.getsockname()[1]
+
+
 def wait_until(pred, timeout, what, step=0.02):
     deadline = time.monotonic() + timeout * SLOW
     while time.monotonic() < deadline:
@@ -454,7 +468,7 @@ def test_metrics_count():
     cfg["backends"]["pricing"]["timeout_ms"] = 200
     cfg["backends"]["stub"] = {"url": "http://127.0.0.1:%d" % stub, "max_response_bytes": 1000}
     cfg["backends"]["tiny"] = {"url": "http://127.0.0.1:%d" % stub, "max_inflight": 1}
-    cfg["backends"]["down"] = {"url": "http://127.0.0.1:%d" % free_port()}
+    cfg["backends"]["down"] = {"url": "http://127.0.0.1:%d" % refused_port()}
     cfg["routes"] += [
         {"method": "GET", "path": "/api/stub/{id}",
          "fanout": [{"name": "bad", "backend": "stub", "path": "/bad"},

@@ -331,6 +331,23 @@ static int free_port(void)
     return ntohs(a.sin_port);
 }
 
+/* A port of 127.0.0.1 that refuses connections for the rest of this
+ * process: bound, never listening. The socket is kept open on purpose (one
+ * per call, closed at exit), so that nothing else can take the port: a
+ * port from free_port() is free for anyone, and once a backend of a test
+ * running beside this one answered on it. */
+static int refused_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    return ntohs(a.sin_port);
+}
+
 /* A mock-backend named name on a free port of 127.0.0.1, with extra
  * flags (a NULL-terminated list; the first may be NULL; --listen and
  * --port among them override). Returns its port. */
@@ -1407,7 +1424,7 @@ static void test_required_down(void **state)
     int m = mock_start("m", NULL);
     int gw = gateway_start(DEMO_BACKENDS ",'routes':[" DEMO_ROUTE(
                                "GET", "/api/products/{id}") "]}",
-                           m, free_port(), m, 1000);
+                           m, refused_port(), m, 1000);
     resp *r = new_resp();
     get(gw, "/api/products/1?user=ada", r);
     assert_part_error(r, 502, "unavailable", "inventory");
@@ -1545,7 +1562,7 @@ static void test_reason_unavailable_refused(void **state)
 {
     (void)state;
     char x[128];
-    snprintf(x, sizeof x, "'url':'http://127.0.0.1:%d'", free_port());
+    snprintf(x, sizeof x, "'url':'http://127.0.0.1:%d'", refused_port());
     reason_case(x, "", "unavailable", 502);
 }
 

@@ -290,7 +290,10 @@ static void test_get_timeout(void **state)
 static void test_get_refused(void **state)
 {
     (void)state;
-    /* A port that was just free: bind, note, close. */
+    /* A port that refuses: bound and never listening. The socket stays
+     * open until the end, so no other test can take the port meanwhile
+     * (a port closed after bind is free for anyone, and a backend of a
+     * test running beside this one once answered on it). */
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET,
@@ -298,7 +301,6 @@ static void test_get_refused(void **state)
     assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
     socklen_t alen = sizeof a;
     assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    close(fd);
 
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%u/healthz",
@@ -310,6 +312,7 @@ static void test_get_refused(void **state)
     assert_int_equal(gw_probe_get(&u, 2000, &status), -ECONNREFUSED);
     assert_int_equal(gw_probe_main(url), 1);
     assert_int_equal(gw_probe_main("ftp://127.0.0.1/"), 1);
+    close(fd);
 }
 
 int main(void)

@@ -382,14 +382,21 @@ static void backend_stop(backend *b)
     free(b);
 }
 
-/* A port nobody listens on (bound, then closed). */
+/* A port of 127.0.0.1 that refuses connections for the rest of this
+ * process: bound, never listening. The socket is kept open on purpose (one
+ * per call, closed at exit), so that nothing else can take the port: a
+ * port bound and closed again is free for anyone, such as a backend of a
+ * test running beside this one. */
 static int closed_port(void)
 {
-    rt_conn *ln;
-    CHECK(rt_listen("127.0.0.1:0", 1, &ln) == 0);
-    int port = rt_conn_port(ln);
-    rt_conn_release(ln);
-    return port;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(getsockname(fd, (struct sockaddr *)&a, &alen) == 0);
+    return ntohs(a.sin_port);
 }
 
 /* The client kind the running group tests (its setup sets it). */
