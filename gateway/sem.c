@@ -119,11 +119,17 @@ int gw_sem_acquire(gw_sem *s, rt_ctx *ctx, bool *waited)
         unlink_waiter(s, &w);
     rt_mutex_unlock(&s->mu);
     rt_chan_free(w.ready);
-    if (which == 0)
-        return 0; /* granted (ready only ever fires then) */
-    if (granted)
-        gw_sem_release(s); /* handed over as the context ended */
+    /* ready fires only once granted. A slot handed over while (or after)
+     * the context ended is of no use to the caller: it goes back to the
+     * next waiter, and the caller fails as if still waiting. Keeping it
+     * would start a call past its deadline (reported "timeout", not
+     * "overloaded"), and at a deadline shared by a queue of waiters each
+     * would take it in turn: 24 calls to a backend whose limit is 4. */
     int err = rt_ctx_err(ctx);
+    if (which == 0 && err == 0)
+        return 0;
+    if (granted)
+        gw_sem_release(s);
     return err != 0 ? err : -ECANCELED;
 }
 

@@ -30,7 +30,8 @@ void gw_sem_unref(gw_sem *s);
  * Take a slot: at once when one is free and nobody waits (returns 0,
  * *waited false), else wait in FIFO order until one is handed over
  * (0, *waited true) or ctx ends (-ETIMEDOUT or -ECANCELED: rt_ctx_err,
- * no slot taken). Parks; call from a goroutine.
+ * no slot taken; also when a slot was handed over as ctx ended: it goes
+ * to the next waiter). Parks; call from a goroutine.
  */
 int gw_sem_acquire(gw_sem *s, rt_ctx *ctx, bool *waited);
 

@@ -38,6 +38,12 @@
  * Binaries: $(BUILD)/gateway and $(BUILD)/mock-backend next to this
  * binary's build folder ($(BUILD)/tests/gateway/test_gateway), so a
  * sanitizer build tests its own; $GATEWAY and $MOCK_BACKEND override.
+ *
+ * Each test's folder (/tmp/fanfold-itest-XXXXXX: configurations, and the
+ * output of every process it started, the gateway's access log among
+ * them) is removed by the teardown, unless FANFOLD_ITEST_KEEP is set in
+ * the environment: then it is kept and named on stderr, to read what a
+ * failed test's processes saw.
  * wrk is optional: its test is skipped when it is not installed.
  */
 #include <setjmp.h>
@@ -1212,7 +1218,11 @@ static int env_teardown(void **state)
         free(E.resps[i]);
     if (E.dns != NULL)
         dns_stop(E.dns);
-    remove_dir(E.dir);
+    const char *keep = getenv("FANFOLD_ITEST_KEEP");
+    if (keep != NULL && *keep != '\0')
+        fprintf(stderr, "    kept %s\n", E.dir);
+    else
+        remove_dir(E.dir);
     memset(&E, 0, sizeof E);
     return bad;
 }

@@ -167,6 +167,59 @@ static void test_limit_changes(void **state)
     rt_check_run(2, limit_main, NULL);
 }
 
+/* ------------------------------- a hand-over as the context ends */
+
+typedef struct late {
+    gw_sem *s;
+    rt_ctx *ctx;
+    int rc;
+    rt_waitgroup wg;
+} late;
+
+static void late_waiter(void *arg)
+{
+    late *l = arg;
+    bool waited;
+    l->rc = gw_sem_acquire(l->s, l->ctx, &waited);
+    rt_waitgroup_done(&l->wg);
+}
+
+/* One P, so nothing runs between the release and the cancel: the waiter
+ * wakes granted with its context ended. It must fail and give the slot
+ * back (a part queued at its deadline is "overloaded"; it must not start
+ * a call then). The gateway saw a queue of 24 such waiters take a slot of
+ * 4 in turn at one deadline, each starting a call, all "timeout". */
+static void late_main(void *arg)
+{
+    (void)arg;
+    gw_sem *s = gw_sem_new(1);
+    bool waited;
+    CHECK(gw_sem_acquire(s, rt_ctx_background(), &waited) == 0);
+    late l = {.s = s, .ctx = rt_ctx_with_cancel(rt_ctx_background()), .rc = 1};
+    rt_waitgroup_add(&l.wg, 1);
+    uint64_t parked = rt_check_parked();
+    rt_go(late_waiter, &l);
+    rt_check_wait_parked(parked + 1);
+    gw_sem_release(s); /* handed to the waiter, which has not run yet */
+    rt_ctx_cancel(l.ctx);
+    rt_waitgroup_wait(&l.wg);
+    CHECK(l.rc == -ECANCELED);
+    CHECK(gw_sem_held(s) == 0);
+    if (l.rc == 0)
+        gw_sem_release(s); /* (failed above) so that the test can end */
+    /* The slot is free for the next one. */
+    CHECK(gw_sem_acquire(s, rt_ctx_background(), &waited) == 0 && !waited);
+    gw_sem_release(s);
+    rt_ctx_release(l.ctx);
+    gw_sem_unref(s);
+}
+
+static void test_grant_as_context_ends(void **state)
+{
+    (void)state;
+    rt_check_run(1, late_main, NULL);
+}
+
 /* ---------------------------------------- contexts racing hand-overs */
 
 typedef struct race {
@@ -236,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_basics),
         cmocka_unit_test(test_fifo),
         cmocka_unit_test(test_limit_changes),
+        cmocka_unit_test(test_grant_as_context_ends),
         cmocka_unit_test(test_race),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
