@@ -382,6 +382,26 @@ static void m_wake(rt_m *m)
         rt__futex_wake(&m->wake, 1);
 }
 
+/*
+ * Give up rt__s.polling after a poll that did not block (an M's, or
+ * sysmon's). An idle M that meanwhile found the role taken went to sleep
+ * on its futex, not in epoll; if every M is asleep that way, nobody
+ * watches the network until a timer or a goroutine wakes one. Seen: a
+ * mock backend whose two Ms slept on their futexes, sysmon parked (all
+ * idle), and two connections waited in its accept queue for good, after
+ * sysmon's poll had overlapped the Ms' m_sleep. So wake an idle M, which
+ * takes the role. A Dekker pair with m_sleep: it stores poll_wanted, then
+ * tries for polling again; we clear polling, then read poll_wanted; one
+ * of the two sees the other.
+ */
+void rt__poll_release(void)
+{
+    atomic_store(&rt__s.polling, false);
+    if (atomic_load(&rt__s.poll_wanted) &&
+        atomic_exchange(&rt__s.poll_wanted, false))
+        rt__wakep();
+}
+
 /* Poll the network without blocking, unless another M is polling. */
 static void poll_nonblocking(void)
 {
@@ -391,7 +411,7 @@ static void poll_nonblocking(void)
     if (atomic_exchange(&rt__s.polling, true))
         return;
     rt__netpoll(0);
-    atomic_store(&rt__s.polling, false);
+    rt__poll_release();
 }
 
 /*
@@ -517,10 +537,18 @@ static void m_sleep(rt_m *m)
     if (!any_work() && until > now && !atomic_load(&rt__s.stopping)) {
         int64_t timeout = until == RT_FOREVER ? -1 : until - now;
         int r;
-        if (!atomic_exchange(&rt__s.polling, true)) {
+        bool poller = !atomic_exchange(&rt__s.polling, true);
+        if (!poller) {
+            /* Taken for a moment by a poll that does not block: say we
+             * want it, then try again (rt__poll_release). */
+            atomic_store(&rt__s.poll_wanted, true);
+            poller = !atomic_exchange(&rt__s.polling, true);
+        }
+        if (poller) {
             /* The poller: block in epoll instead of on the futex. The
              * wake word is re-checked after in_poll is published (see
              * m_wake: one of the two sees the other). */
+            atomic_store(&rt__s.poll_wanted, false);
             atomic_store(&m->in_poll, true);
             if (atomic_load(&m->wake) == 0) {
                 int n = rt__netpoll(timeout);

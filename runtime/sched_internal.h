@@ -140,7 +140,11 @@ typedef struct rt__sched {
 
     /* Netpoller (netpoll.c): at most one M blocks in epoll at a time. */
     _Alignas(64) _Atomic bool polling; /* an M or sysmon is in rt__netpoll */
-    _Atomic int npolled;               /* fds registered (netpoll.c) */
+    /* An idle M found polling taken and sleeps on its futex instead of in
+     * epoll: whoever gives up polling after a poll that did not block
+     * wakes an idle M to take the role (poll_release in sched.c). */
+    _Atomic bool poll_wanted;
+    _Atomic int npolled; /* fds registered (netpoll.c) */
     /* The signalfd is in the epoll set (signal.c). Not in npolled: an M
      * that runs out of work polls before it steals only when some fd
      * was registered (a syscall each time, which would otherwise be paid
@@ -169,6 +173,8 @@ void rt__futex_wake(_Atomic uint32_t *addr, int n);
 
 /* sched.c */
 void rt__wakep(void);
+/* Give up rt__s.polling after a non-blocking poll (sched.c). */
+void rt__poll_release(void);
 void rt__globrunqput(rt_g *g);
 /* Called by an M that wakes from its idle sleep: restarts sysmon if the
  * whole process had gone idle. */

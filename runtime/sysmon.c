@@ -98,7 +98,7 @@ static bool poll_network(int64_t now)
         atomic_load(&rt__s.polling) || atomic_exchange(&rt__s.polling, true))
         return false;
     int n = rt__netpoll(0);
-    atomic_store(&rt__s.polling, false);
+    rt__poll_release();
     if (n > 0)
         stat_add(&rt__s.stats.sysmon_polls);
     return n > 0;

@@ -32,7 +32,12 @@
 #include <unistd.h>
 
 #include "rt.h"
-#include "rt_internal.h" /* rt__test_hook_m_sleep, rt__timer */
+#include "rt_internal.h"    /* rt__test_hook_m_sleep, rt__timer */
+#include "sched_internal.h" /* rt__s.polling, rt__poll_release */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "../rt_check.h"
 
@@ -1288,6 +1293,87 @@ static void test_m_sleep_timer_race(void **state)
         fail_msg("m-sleep-race: child status 0x%x: %s", status, buf);
 }
 
+/* --------------------------------------- the poller's role, released */
+
+/*
+ * An idle M blocks in epoll only if no one else holds rt__s.polling; if
+ * a poll that does not block (sysmon's, or a busy M's) holds it at that
+ * moment, the M sleeps on its futex instead. When that poll ended, nobody
+ * watched the network: seen in the LTO make test (1 in ~35 runs of
+ * test_mock_backend): the mock's two Ms asleep on their futexes, sysmon
+ * parked as the process was idle, two connections in the accept queue for
+ * good. The hook recreates it with one P: it takes polling (as sysmon
+ * does) just before the M looks, and a thread gives it up 30 ms later
+ * through rt__poll_release and connects at 60 ms. Fixed: accepted after
+ * ~60 ms (the release wakes an idle M, which takes the role). Before: the
+ * accept waited for its own 2 s deadline (without one, for ever). Limit:
+ * 1 s. In a child ("--crash poll-release"): one P and a global hook.
+ */
+static int pr_port;
+static pthread_t pr_thread;
+static _Atomic int pr_hook_calls;
+
+static void *pr_releaser(void *arg)
+{
+    (void)arg;
+    struct timespec d = {0, 30 * 1000 * 1000};
+    nanosleep(&d, NULL);
+    rt__poll_release(); /* as sysmon's poll_network ends */
+    nanosleep(&d, NULL);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)pr_port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+        nanosleep(&d, NULL);
+        nanosleep(&d, NULL);
+    }
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+static void pr_hook(void)
+{
+    if (atomic_fetch_add(&pr_hook_calls, 1) != 0)
+        return;
+    atomic_store(&rt__s.polling, true); /* a non-blocking poll in progress */
+    if (pthread_create(&pr_thread, NULL, pr_releaser, NULL) != 0)
+        abort(); /* the test cannot go on */
+}
+
+static void pr_main(void *arg)
+{
+    (void)arg;
+    rt_conn *ln = NULL, *c = NULL;
+    CHECK(rt_listen("127.0.0.1:0", 16, &ln) == 0);
+    pr_port = rt_conn_port(ln);
+    int64_t t0 = rt_now();
+    rt__test_hook_m_sleep = pr_hook; /* the next m_sleep is ours */
+    int err = rt_accept(ln, &c, t0 + 2 * RT_SEC, NULL);
+    int64_t took = rt_now() - t0;
+    rt__test_hook_m_sleep = NULL;
+    CHECK(atomic_load(&pr_hook_calls) >= 1);
+    CHECK(err == 0);
+    CHECK(took < RT_SEC);
+    if (err != 0 || took >= RT_SEC)
+        fprintf(stderr, "accept: %d after %lld ms\n", err,
+                (long long)(took / RT_MSEC));
+    if (c != NULL)
+        rt_conn_release(c);
+    rt_conn_release(ln);
+    pthread_join(pr_thread, NULL);
+}
+
+static void test_poll_release_wakes_a_poller(void **state)
+{
+    (void)state;
+    char buf[4096];
+    int status = rt_check_child("poll-release", NULL, 60, buf, sizeof buf);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("poll-release: child status 0x%x: %s", status, buf);
+}
+
 /* ------------------------------------------------ saturating durations */
 
 /*
@@ -1366,6 +1452,12 @@ static int child_main(const char *name)
         rt_run(overflow_main, NULL);
         return 0; /* survived: the parent reports it */
     }
+    if (strcmp(name, "poll-release") == 0) {
+        rt_set_procs(1);
+        if (rt_run(pr_main, NULL) != 0)
+            return 3;
+        return atomic_load(&rt_check_failures) != 0;
+    }
     if (strcmp(name, "m-sleep-race") == 0) {
         rt_set_procs(1);
         if (rt_run(race_main, NULL) != 0)
@@ -1400,6 +1492,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_sysmon_runs_timers),
         cmocka_unit_test(test_sysmon_long_run),
         cmocka_unit_test(test_m_sleep_timer_race),
+        cmocka_unit_test(test_poll_release_wakes_a_poller),
         cmocka_unit_test(test_durations_saturate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
