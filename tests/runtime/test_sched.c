@@ -1339,7 +1339,7 @@ static void pr_hook(void)
         return;
     atomic_store(&rt__s.polling, true); /* a non-blocking poll in progress */
     if (pthread_create(&pr_thread, NULL, pr_releaser, NULL) != 0)
-        abort(); /* the test cannot go on */
+        abort(); /* panic path: the test cannot go on */
 }
 
 static void pr_main(void *arg)
