@@ -203,9 +203,10 @@ check_context() {
     fi
     # The stage's own command, with this machine's nproc, at -O0; not
     # with the variables of a make that runs this script (make test-asan
-    # passes CC, SAN and BUILD down through MAKEFLAGS).
+    # passes CC, SAN and BUILD down through MAKEFLAGS, and exports them:
+    # with SAN=address left in, the image's binaries would link libasan).
     if (cd "$dir" && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u CC -u CFLAGS \
-        -u LDFLAGS -u BUILD bash -c "$cmd CFLAGS='-O0 -g0'" \
+        -u LDFLAGS -u BUILD -u SAN -u LTO bash -c "$cmd CFLAGS='-O0 -g0'" \
         >"$tmp/context.log" 2>&1) &&
         [ -x "$dir/build/gateway" ] && [ -x "$dir/build/mock-backend" ]; then
         context_dir=$dir
