@@ -288,6 +288,7 @@ static bool chan_recv(rt_chan *c, void *ep, bool *ok, bool block)
         if (rt__chan_load(&c->closed) == 0)
             return false;
         if (chan_empty(c)) {
+            rt__chan_close_settled(c);
             zero_elem(c, ep);
             set_ok(ok, false);
             return true;

@@ -68,6 +68,20 @@ struct rt_chan {
     char *buf; /* cap * elem_size bytes, right after the struct */
 };
 
+/*
+ * A lock-free path saw c closed (and drained) and is about to say so. The
+ * closer stores closed under c->lock and goes on touching c until it
+ * releases it; a goroutine told "closed" may free c at once (the owner
+ * rule: the receiver of a close frees the channel). So wait for that
+ * release: one acquire and release of the lock, which also orders the
+ * closer's writes before ours. Only paths that report a close pay it.
+ */
+static inline void rt__chan_close_settled(rt_chan *c)
+{
+    rt__lock_acquire_hot(&c->lock);
+    rt__lock_release(&c->lock);
+}
+
 /* Copy one element; elem sizes of 4, 8 and 16 bytes get inline moves. */
 static inline void rt__chan_copy(void *dst, const void *src, size_t size)
 {

@@ -227,6 +227,7 @@ static int selectgo(rt_case *cases, size_t n, bool block, int64_t when,
         rt_chan *c = cases[i].chan;
         if (cases[i].dir == RT_RECV && rt__chan_load(&c->closed) != 0 &&
             rt__chan_load(&c->count) == 0) {
+            rt__chan_close_settled(c);
             if (cases[i].elem != NULL && c->elem_size != 0)
                 memset(cases[i].elem, 0, c->elem_size);
             cases[i].ok = false;

@@ -726,6 +726,60 @@ static void test_mpmc_unbuffered(void **state)
 
 /* -------------------------------------------------------------- main */
 
+/* ---------------------------------------- freed by whoever saw it close */
+
+/*
+ * The receiver of a close may free the channel at once, even when it saw
+ * the close on a lock-free path (select's shortcut for a closed channel,
+ * a non-blocking receive) while the closer was still inside rt_chan_close:
+ * it released the channel's lock after storing closed. Seen under
+ * make test-race in the gateway (gw_log_stop freed the writer's "exited"
+ * channel: TSan, free racing rt__lock_release in rt_chan_close). Here a
+ * closer on one P and a receiver on the other that polls and frees, many
+ * rounds; ASan or TSan report the use after free without the fix (the
+ * receiver now waits for the closer's unlock).
+ */
+typedef struct closefree {
+    rt_chan *c;
+    rt_waitgroup wg;
+} closefree;
+
+static void cf_closer(void *arg)
+{
+    closefree *cf = arg;
+    rt_chan_close(cf->c);
+    rt_waitgroup_done(&cf->wg);
+}
+
+static void close_free_main(void *arg)
+{
+    (void)arg;
+    for (int round = 0; round < 3000; round++) {
+        closefree cf = {.c = rt_chan_make(1, 0)};
+        CHECK(cf.c != NULL);
+        rt_waitgroup_add(&cf.wg, 1);
+        rt_go(cf_closer, &cf);
+        bool ok = true;
+        if (round % 2 == 0) {
+            while (!rt_chan_tryrecv(cf.c, NULL, &ok))
+                ;
+        } else {
+            rt_case cs[1] = {RT_RECV_CASE(cf.c, NULL)};
+            CHECK(rt_select(cs, 1) == 0);
+            ok = cs[0].ok;
+        }
+        CHECK(!ok);
+        rt_chan_free(cf.c); /* the closer may not touch it any more */
+        rt_waitgroup_wait(&cf.wg);
+    }
+}
+
+static void test_free_after_seeing_close(void **state)
+{
+    (void)state;
+    run(2, close_free_main, NULL);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--crash") == 0)
@@ -745,6 +799,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_nil_channel),
         cmocka_unit_test(test_mpmc_buffered),
         cmocka_unit_test(test_mpmc_unbuffered),
+        cmocka_unit_test(test_free_after_seeing_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
