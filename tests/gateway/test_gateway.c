@@ -323,8 +323,9 @@ static bool wait_output(proc *p, const char *text, char *log, size_t len)
     }
 }
 
-/* A port nothing listens on right now. */
-static int free_port(void)
+/* A TCP socket bound to a free port of 127.0.0.1, not listening; the
+ * port in *port. Caller owns the fd. */
+static int bound_socket(int *port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
@@ -333,8 +334,16 @@ static int free_port(void)
     socklen_t alen = sizeof a;
     assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    close(fd);
-    return ntohs(a.sin_port);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* A port nothing listens on right now. */
+static int free_port(void)
+{
+    int port;
+    close(bound_socket(&port));
+    return port;
 }
 
 /* A port of 127.0.0.1 that refuses connections for the rest of this
@@ -344,14 +353,9 @@ static int free_port(void)
  * running beside this one answered on it. */
 static int refused_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    return ntohs(a.sin_port);
+    int port;
+    (void)bound_socket(&port); /* kept open on purpose, see above */
+    return port;
 }
 
 /* A mock-backend named name on a free port of 127.0.0.1, with extra
