@@ -298,9 +298,33 @@ typedef struct rt_mutex {
     {                                                                          \
         .state = 0                                                             \
     }
-void rt_mutex_lock(rt_mutex *m);
 bool rt_mutex_trylock(rt_mutex *m);
-void rt_mutex_unlock(rt_mutex *m);
+/* The fast paths are inline, as Go inlines Lock and Unlock: one locked
+ * instruction each and no call when uncontended. Bit 0 of state is
+ * "locked"; anything else (waiters, flags) takes the slow path in sync.c. */
+#define RT__MUTEX_LOCKED 1u
+void rt__mutex_lock_slow(rt_mutex *m);
+void rt__mutex_unlock_slow(rt_mutex *m);
+static inline void rt_mutex_lock(rt_mutex *m)
+{
+    uint32_t unlocked = 0;
+    if (__builtin_expect(atomic_compare_exchange_strong_explicit(
+                             &m->state, &unlocked, RT__MUTEX_LOCKED,
+                             memory_order_acquire, memory_order_relaxed),
+                         1))
+        return;
+    rt__mutex_lock_slow(m);
+}
+static inline void rt_mutex_unlock(rt_mutex *m)
+{
+    uint32_t locked = RT__MUTEX_LOCKED;
+    if (__builtin_expect(atomic_compare_exchange_strong_explicit(
+                             &m->state, &locked, 0, memory_order_release,
+                             memory_order_relaxed),
+                         1))
+        return;
+    rt__mutex_unlock_slow(m);
+}
 
 /* Readers-writer lock; a waiting writer blocks new readers. Zero value =
  * unlocked. */

@@ -260,6 +260,14 @@ static bool runqputslow(rt_p *p, rt_g *g, uint32_t h, uint32_t t)
 static void runqput(rt_p *p, rt_g *g, bool next)
 {
     if (next) {
+        /* Only the owner stores a G into runnext; thieves and runqget only
+         * take one out (CAS to NULL). So an empty slot stays empty until
+         * we fill it, and a release store does (no locked instruction on
+         * the common hand-off path); a full one is exchanged. */
+        if (atomic_load_explicit(&p->runnext, memory_order_relaxed) == NULL) {
+            atomic_store_explicit(&p->runnext, g, memory_order_release);
+            return;
+        }
         rt_g *old =
             atomic_exchange_explicit(&p->runnext, g, memory_order_acq_rel);
         if (old == NULL)

@@ -168,7 +168,7 @@ static void park_on(rt__lock *lk, struct waiter *w, const char *reason)
 /* ------------------------------------------------------------------ Mutex */
 
 enum {
-    MUTEX_LOCKED = 1u,
+    MUTEX_LOCKED = RT__MUTEX_LOCKED, /* rt.h's inline fast paths */
     MUTEX_WOKEN = 2u,
     MUTEX_STARVING = 4u,
     MUTEX_WAITER_SHIFT = 3,
@@ -202,11 +202,12 @@ static bool mutex_can_spin(bool budget_left)
 }
 
 /*
- * Slow path of Lock: spin a little while the holder may be about to leave,
- * else queue (FIFO on the first wait, at the front after a wakeup, as Go)
- * and park. Returns owning the lock.
+ * Slow path of Lock, after rt.h's rt_mutex_lock failed its CAS: spin a
+ * little while the holder may be about to leave, else queue (FIFO on the
+ * first wait, at the front after a wakeup, as Go) and park. Returns
+ * owning the lock.
  */
-static RT__NOINLINE void mutex_lock_slow(rt_mutex *m)
+void rt__mutex_lock_slow(rt_mutex *m)
 {
     struct waiter w;
     bool starving = false, awoke = false, spin_left = true;
@@ -278,16 +279,6 @@ static RT__NOINLINE void mutex_lock_slow(rt_mutex *m)
     }
 }
 
-void rt_mutex_lock(rt_mutex *m)
-{
-    uint32_t z = 0;
-    if (RT__LIKELY(atomic_compare_exchange_strong_explicit(
-            &m->state, &z, MUTEX_LOCKED, memory_order_acquire,
-            memory_order_relaxed)))
-        return;
-    mutex_lock_slow(m);
-}
-
 bool rt_mutex_trylock(rt_mutex *m)
 {
     uint32_t old = atomic_load_explicit(&m->state, memory_order_relaxed);
@@ -324,13 +315,14 @@ static void mutex_handoff(rt_mutex *m)
 }
 
 /*
- * Unlock with waiters or flags set. While waiters need a wakeup we pick one
+ * Unlock with waiters or flags set (rt.h's rt_mutex_unlock failed its
+ * CAS). While waiters need a wakeup we pick one
  * (count - 1, WOKEN) still holding LOCKED, and clear LOCKED as the very
  * last access to *m: from then on another goroutine may take the mutex,
  * release it and free it (the pattern "lock; last = --refs == 0; unlock;
  * if (last) free" must work, as it does with pthread mutexes).
  */
-static RT__NOINLINE void mutex_unlock_slow(rt_mutex *m)
+void rt__mutex_unlock_slow(rt_mutex *m)
 {
     struct waiter *w = NULL;
     rt_g *g = NULL;
@@ -369,15 +361,6 @@ static RT__NOINLINE void mutex_unlock_slow(rt_mutex *m)
         atomic_store_explicit(&w->granted, 1, memory_order_release);
         rt__ready(g);
     }
-}
-
-void rt_mutex_unlock(rt_mutex *m)
-{
-    uint32_t l = MUTEX_LOCKED;
-    if (RT__LIKELY(atomic_compare_exchange_strong_explicit(
-            &m->state, &l, 0, memory_order_release, memory_order_relaxed)))
-        return;
-    mutex_unlock_slow(m);
 }
 
 /* ---------------------------------------------------------------- RWMutex */
