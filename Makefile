@@ -26,6 +26,10 @@ SAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 else ifneq ($(SAN),)
 $(error SAN must be empty, address or thread, not '$(SAN)')
 endif
+# FUZZ=1 (make fuzz): libFuzzer's coverage instrumentation everywhere.
+ifneq ($(FUZZ),)
+SAN_FLAGS += -fsanitize=fuzzer-no-link
+endif
 
 # LTO=1: the same build with link-time optimisation (make test runs the
 # tests this way too, in $(BUILD)/lto: cross-file inlining is where code
@@ -81,7 +85,15 @@ RT_TEST_SRCS := $(wildcard tests/runtime/test_*.c)
 GW_TEST_SRCS := $(wildcard tests/gateway/test_*.c)
 RT_TESTS := $(RT_TEST_SRCS:%.c=$(BUILD)/%)
 GW_TESTS := $(GW_TEST_SRCS:%.c=$(BUILD)/%)
-TESTS := $(RT_TESTS) $(GW_TESTS)
+# Fuzz targets (tests/fuzz/fuzz_*.c): make test replays each one's corpus
+# through it as $(BUILD)/tests/fuzz/test_fuzz_<name> (main in replay.c);
+# make fuzz builds them for libFuzzer (below). The end-to-end ones also
+# link harness.c, an in-process gateway.
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES := $(FUZZ_SRCS:tests/fuzz/%.c=%)
+FUZZ_HARNESSED := fuzz_server fuzz_proxy
+FUZZ_REPLAYS := $(FUZZ_NAMES:%=$(BUILD)/tests/fuzz/test_%)
+TESTS := $(RT_TESTS) $(GW_TESTS) $(FUZZ_REPLAYS)
 
 FMT_SRCS := $(wildcard runtime/*.c runtime/*.h gateway/*.c gateway/*.h tests/*.h \
 	tests/*/*.c tests/*/*.h)
@@ -180,6 +192,22 @@ $(RT_TESTS): $(BUILD)/tests/runtime/%: $(BUILD)/tests/runtime/%.o $(RT_LIB)
 $(GW_TESTS): $(BUILD)/tests/gateway/%: $(BUILD)/tests/gateway/%.o $(GW_LINK)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcmocka $(PKG_LIBS)
 
+$(BUILD)/tests/fuzz/%.o: tests/fuzz/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(GW_CFLAGS) -c $< -o $@
+
+$(FUZZ_NAMES:%=$(BUILD)/tests/fuzz/replay_%.o): $(BUILD)/tests/fuzz/replay_%.o: \
+		tests/fuzz/replay.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -DFFZ_CORPUS='"tests/fuzz/corpus/$*"' -c $< -o $@
+
+fuzz_harness = $(if $(filter $(1),$(FUZZ_HARNESSED)),$(BUILD)/tests/fuzz/harness.o)
+
+.SECONDEXPANSION:
+$(FUZZ_REPLAYS): $(BUILD)/tests/fuzz/test_%: $(BUILD)/tests/fuzz/%.o \
+		$(BUILD)/tests/fuzz/replay_%.o $$(call fuzz_harness,$$*) $(GW_LINK)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
 # The mock backend (demo and integration tests); its test runs it.
 $(BUILD)/tests/mock_backend.o: tests/mock_backend.c
 	@mkdir -p $(@D)
@@ -193,9 +221,32 @@ $(BUILD)/tests/gateway/test_gateway: | $(BUILD)/gateway $(BUILD)/mock-backend
 
 # Header dependencies written by -MMD -MP next to each object.
 ALL_OBJS := $(LLHTTP_OBJS) $(RT_OBJS) $(GW_OBJS) \
-	$(if $(GW_MAIN),$(BUILD)/obj/gateway/main.o) $(TESTS:%=%.o) \
-	$(BUILD)/tests/mock_backend.o
+	$(if $(GW_MAIN),$(BUILD)/obj/gateway/main.o) \
+	$(RT_TESTS:%=%.o) $(GW_TESTS:%=%.o) \
+	$(FUZZ_NAMES:%=$(BUILD)/tests/fuzz/%.o) \
+	$(FUZZ_NAMES:%=$(BUILD)/tests/fuzz/replay_%.o) \
+	$(BUILD)/tests/fuzz/harness.o $(BUILD)/tests/mock_backend.o
 -include $(ALL_OBJS:.o=.d)
+
+# --- fuzzing: `make fuzz` builds every target for libFuzzer with clang,
+# ASan + UBSan and coverage instrumentation of the whole tree (runtime,
+# gateway, llhttp) in build/fuzz, then runs each for FUZZ_SECONDS (60)
+# from its seed corpus (tests/fuzz/run.sh says where the results go).
+# FUZZ_TARGETS picks some: make fuzz FUZZ_TARGETS="fuzz_json".
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(FUZZ_NAMES)
+FUZZ_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/%)
+.PHONY: fuzz fuzz-run
+fuzz: deps
+	+@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang SAN=address \
+		FUZZ=1 fuzz-run
+
+$(FUZZ_BINS): $(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o \
+		$$(call fuzz_harness,$$*) $(GW_LINK)
+	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS)
+
+fuzz-run: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+	@tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # --- benchmarks (not part of `make test`): `make bench` runs them all, one
 # after the other even under -j (two benchmarks at once would skew both).
