@@ -117,7 +117,7 @@ test: deps
 	+@$(MAKE) --no-print-directory binaries
 	@env CMOCKA_MESSAGE_OUTPUT=stdout BUILD=$(BUILD) $(SAN_ENV) \
 		tests/run-tests.sh $(BUILD)/tests tests/docker-check.sh \
-		tests/k8s-check.sh tests/ops-test.py
+		tests/k8s-check.sh tests/ops-test.py tests/smuggling-test.py
 ifeq ($(SAN)$(LTO),)
 	@echo "=== the same tests, built with -O2 -flto ($(BUILD)/lto)"
 	+@$(MAKE) --no-print-directory BUILD=$(BUILD)/lto LTO=1 test-lto-run
@@ -235,17 +235,18 @@ ALL_OBJS := $(LLHTTP_OBJS) $(RT_OBJS) $(GW_OBJS) \
 # FUZZ_TARGETS picks some: make fuzz FUZZ_TARGETS="fuzz_json".
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= $(FUZZ_NAMES)
-FUZZ_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/%)
+FUZZ_BINS := $(FUZZ_NAMES:%=$(BUILD)/bin/%)
 .PHONY: fuzz fuzz-run
 fuzz: deps
 	+@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang SAN=address \
 		FUZZ=1 fuzz-run
 
-$(FUZZ_BINS): $(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o \
+$(FUZZ_BINS): $(BUILD)/bin/%: $(BUILD)/tests/fuzz/%.o \
 		$$(call fuzz_harness,$$*) $(GW_LINK)
+	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS)
 
-fuzz-run: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+fuzz-run: $(FUZZ_TARGETS:%=$(BUILD)/bin/%)
 	@tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # --- benchmarks (not part of `make test`): `make bench` runs them all, one

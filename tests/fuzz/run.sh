@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # tests/fuzz/run.sh BUILD SECONDS TARGET... - runs each libFuzzer target
-# (BUILD/fuzz/TARGET, built by `make fuzz`) for SECONDS, one after the
+# (BUILD/bin/TARGET, built by `make fuzz` with BUILD=build/fuzz) for SECONDS, one after the
 # other, and prints a summary line per target: executions, coverage,
 # corpus size, and whether it found something.
 #
 # Each target starts from its seed corpus, tests/fuzz/corpus/TARGET (read
-# only), and grows its working corpus in BUILD/fuzz/corpus/TARGET (kept
+# only), and grows its working corpus in BUILD/corpus/TARGET (kept
 # across runs). A finding (crash, sanitizer report, oracle failure, leak,
-# timeout of one input) is written to BUILD/fuzz/findings/TARGET-*, and
-# the run's log to BUILD/fuzz/logs/TARGET.log. To keep a fixed finding as
+# timeout of one input) is written to BUILD/findings/TARGET-*, and
+# the run's log to BUILD/logs/TARGET.log. To keep a fixed finding as
 # a regression test, copy it into tests/fuzz/corpus/TARGET/: make test
 # replays every file there.
 #
@@ -25,14 +25,14 @@ secs=$2
 shift 2
 cd "$(dirname "$0")/../.."
 
-mkdir -p "$build/fuzz/findings" "$build/fuzz/logs"
+mkdir -p "$build/findings" "$build/logs"
 status=0
 summary=()
 for t in "$@"; do
-    bin="$build/fuzz/$t"
+    bin="$build/bin/$t"
     seeds="tests/fuzz/corpus/$t"
-    work="$build/fuzz/corpus/$t"
-    log="$build/fuzz/logs/$t.log"
+    work="$build/corpus/$t"
+    log="$build/logs/$t.log"
     mkdir -p "$work"
     extra=()
     asan="abort_on_error=1:detect_leaks=1"
@@ -47,7 +47,7 @@ for t in "$@"; do
     start=$(date +%s)
     ASAN_OPTIONS=$asan UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         "$bin" -max_total_time="$secs" -print_final_stats=1 \
-        -artifact_prefix="$build/fuzz/findings/$t-" "${extra[@]}" \
+        -artifact_prefix="$build/findings/$t-" "${extra[@]}" \
         "$work" "$seeds" >"$log" 2>&1
     rc=$?
     took=$(($(date +%s) - start))
@@ -57,7 +57,7 @@ for t in "$@"; do
     if [ "$rc" -eq 0 ]; then
         res="no finding"
     else
-        res="FOUND (exit $rc): $(ls -t "$build/fuzz/findings/$t-"* 2>/dev/null | head -1)"
+        res="FOUND (exit $rc): $(ls -t "$build/findings/$t-"* 2>/dev/null | head -1)"
         status=1
         tail -40 "$log"
     fi
