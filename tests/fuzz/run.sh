@@ -8,7 +8,8 @@
 # only), and grows its working corpus in BUILD/corpus/TARGET (kept
 # across runs). A finding (crash, sanitizer report, oracle failure, leak,
 # timeout of one input) is written to BUILD/findings/TARGET-*, and
-# the run's log to BUILD/logs/TARGET.log. To keep a fixed finding as
+# the run's log to BUILD/logs/TARGET.log (and what the end-to-end
+# harness said about it to BUILD/logs/TARGET.harness). To keep a fixed finding as
 # a regression test, copy it into tests/fuzz/corpus/TARGET/: make test
 # replays every file there.
 #
@@ -45,6 +46,8 @@ for t in "$@"; do
     esac
     echo "=== $t: ${secs} s (log: $log)"
     start=$(date +%s)
+    rm -f "$build/logs/$t.harness"
+    FANFOLD_FUZZ_REPORT="$build/logs/$t.harness" \
     ASAN_OPTIONS=$asan UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         "$bin" -max_total_time="$secs" -print_final_stats=1 \
         -artifact_prefix="$build/findings/$t-" "${extra[@]}" \
@@ -60,6 +63,7 @@ for t in "$@"; do
         res="FOUND (exit $rc): $(ls -t "$build/findings/$t-"* 2>/dev/null | head -1)"
         status=1
         tail -40 "$log"
+        [ -s "$build/logs/$t.harness" ] && cat "$build/logs/$t.harness"
     fi
     summary+=("$(printf '%-16s %5ss %10s execs  cov %6s  corpus %5s  %s' "$t" "$took" "${execs:-?}" "${cov:-?}" "$corp" "$res")")
 done
