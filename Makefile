@@ -118,7 +118,7 @@ test: deps
 	@env CMOCKA_MESSAGE_OUTPUT=stdout BUILD=$(BUILD) $(SAN_ENV) \
 		tests/run-tests.sh $(BUILD)/tests tests/docker-check.sh \
 		tests/k8s-check.sh tests/ops-test.py tests/smuggling-test.py \
-		tests/hostile-test.py
+		tests/hostile-test.py tests/backend-fault-test.py
 ifeq ($(SAN)$(LTO),)
 	@echo "=== the same tests, built with -O2 -flto ($(BUILD)/lto)"
 	+@$(MAKE) --no-print-directory BUILD=$(BUILD)/lto LTO=1 test-lto-run
