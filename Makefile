@@ -250,6 +250,14 @@ $(FUZZ_BINS): $(BUILD)/bin/%: $(BUILD)/tests/fuzz/%.o \
 fuzz-run: $(FUZZ_TARGETS:%=$(BUILD)/bin/%)
 	@tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+# --- make soak: sustained load with backend faults, restarts and client
+# disconnects, watched for growth (scripts/soak.py; SOAK_SECONDS [120],
+# SOAK_CONNECTIONS [64]). Not part of make test.
+.PHONY: soak
+soak: deps
+	+@$(MAKE) --no-print-directory binaries
+	@BUILD=$(BUILD) scripts/soak.py
+
 # --- benchmarks (not part of `make test`): `make bench` runs them all, one
 # after the other even under -j (two benchmarks at once would skew both).
 include bench/runtime/bench.mk
