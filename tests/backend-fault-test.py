@@ -20,7 +20,8 @@ within the route's deadline:
 
 Then, for each client, nothing leaked: the gateway's goroutines, open
 connections and semaphores are back to their baseline once the faults are
-over. Run by `make test` (tests/run-tests.sh passes BUILD). Every wait is
+over; and a backend whose DNS name moves to another address (the old one
+going away) is reached at the new one once the cached answer expires. Run by `make test` (tests/run-tests.sh passes BUILD). Every wait is
 bounded; every process started is killed at exit.
 """
 
@@ -29,6 +30,7 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -270,6 +272,93 @@ def run_client(client, fault_port):
     return failed
 
 
+class DnsStub(threading.Thread):
+    """A DNS server for one name whose A records can be changed: answers
+    every A query with self.addrs (TTL 1 s), anything else with no
+    records."""
+
+    def __init__(self, addrs):
+        super().__init__(daemon=True)
+        self.addrs = list(addrs)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.start()
+
+    def run(self):
+        while True:
+            q, peer = self.sock.recvfrom(512)
+            if len(q) < 12:
+                continue
+            end = 12
+            while end < len(q) and q[end] != 0:
+                end += q[end] + 1
+            question = q[12:end + 5]
+            qtype = struct.unpack("!H", q[end + 1:end + 3])[0] if end + 3 <= len(q) else 0
+            addrs = list(self.addrs) if qtype == 1 else []
+            head = q[:2] + struct.pack("!HHHHH", 0x8180, 1, len(addrs), 0, 0)
+            answers = b"".join(struct.pack("!HHHIH", 0xC00C, 1, 1, 1, 4) + socket.inet_aton(a)
+                               for a in addrs)
+            self.sock.sendto(head + question + answers, peer)
+
+
+def mock_stats(addr, port):
+    with socket.create_connection((addr, port), timeout=5) as s:
+        s.sendall(b"GET /stats HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+    return json.loads(data.split(b"\r\n\r\n", 1)[1])["served"]
+
+
+def test_address_change(client):
+    """The backend's name moves from 127.0.0.1 to 127.0.0.2 and the old
+    address goes away: once the cached answer expires (max_ttl_ms 300),
+    every call goes to the new address and succeeds."""
+    name = "%s: address list changes" % client
+    print("[ RUN      ] " + name, flush=True)
+    port = ops.free_port()
+    one = subprocess.Popen([ops.MOCK, "--port", str(port), "--name", "one"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    two = subprocess.Popen([ops.MOCK, "--port", str(port), "--name", "two",
+                            "--listen", "127.0.0.2"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ops.PROCS.extend([one, two])
+    ops.wait_until(lambda: ops.connectable(port), 10, "mock one")
+    dns = DnsStub(["127.0.0.1"])
+    cfg = ops.demo_config(ops.mocks())
+    cfg["dns"] = {"servers": ["127.0.0.1:%d" % dns.port], "min_ttl_ms": 100,
+                  "max_ttl_ms": 300}
+    cfg["backends"]["inventory"] = {"url": "http://moving.test:%d" % port, "client": client}
+    gw = ops.Gateway(cfg)
+    try:
+        for i in range(5):
+            st = ops.request(gw.port, "/api/products/%d?user=1" % i)[0]
+            check(st == 200, "before the move: status %d" % st)
+        check(mock_stats("127.0.0.1", port) == 5, "the first address served the first 5")
+        dns.addrs = ["127.0.0.2"]
+        one.kill()
+        one.wait()
+        time.sleep(0.6 * SLOW)  # past max_ttl_ms
+        for i in range(10):
+            st = ops.request(gw.port, "/api/products/%d?user=1" % i)[0]
+            check(st == 200, "after the move: status %d" % st)
+        check(mock_stats("127.0.0.2", port) == 10, "the new address served the next 10")
+        print("[       OK ] " + name, flush=True)
+        return []
+    except Exception as e:  # noqa: BLE001 - every failure is reported
+        print("[  FAILED  ] %s: %s" % (name, e), flush=True)
+        if not isinstance(e, Fail):
+            traceback.print_exc()
+        return [name]
+    finally:
+        gw.stop()
+        two.kill()
+
+
 def main():
     for exe in (ops.GATEWAY, ops.MOCK):
         if not os.access(exe, os.X_OK):
@@ -279,6 +368,7 @@ def main():
     failed = []
     for client in (sys.argv[1:] or ["native", "curl"]):
         failed += run_client(client, fb.port)
+        failed += test_address_change(client)
     print("backend-fault-test: %d failed" % len(failed))
     return 1 if failed else 0
 
