@@ -28,10 +28,9 @@ Prints a table of the samples (every 10 s) and a summary, with the CPU
 model. Not part of make test. Env: SOAK_SECONDS, SOAK_CONNECTIONS, BUILD.
 """
 
-import importlib.util
+import importlib
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -39,9 +38,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("ops", os.path.join(ROOT, "tests", "ops-test.py"))
-ops = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ops)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+ops = importlib.import_module("ops-test")  # the shared helpers
 val, metrics, Fail = ops.val, ops.metrics, ops.Fail
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "120"))
@@ -64,13 +62,6 @@ request = function()
 end
 '''
 
-
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def rss(pid):
@@ -149,7 +140,7 @@ def main():
     time.sleep(0.5)
     m0 = metrics(gw.admin)
     start = {"g": val(m0, "fanfold_goroutines"), "fds": nfds(pid), "rss": rss(pid)}
-    print("soak: %d s, wrk -c%d, on %s" % (SECONDS, CONNS, cpu_model()), flush=True)
+    print("soak: %d s, wrk -c%d, on %s" % (SECONDS, CONNS, ops.cpu_model()), flush=True)
     print("soak: at start: %d goroutines, %d fds, RSS %.1f MiB"
           % (start["g"], start["fds"], start["rss"] / 2**20), flush=True)
     wrk = subprocess.Popen(["wrk", "-t2", "-c%d" % CONNS, "-d%ds" % SECONDS, "--timeout", "5s",

@@ -25,7 +25,7 @@ going away) is reached at the new one once the cached answer expires. Run by `ma
 bounded; every process started is killed at exit.
 """
 
-import importlib.util
+import importlib
 import json
 import os
 import socket
@@ -34,12 +34,9 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("ops", os.path.join(HERE, "ops-test.py"))
-ops = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ops)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+ops = importlib.import_module("ops-test")  # the shared helpers
 check, Fail, SLOW = ops.check, ops.Fail, ops.SLOW
 val, metrics = ops.val, ops.metrics
 
@@ -216,6 +213,19 @@ def config(mocks, client, urls, dns_port):
     return cfg
 
 
+def one_fault(gw, kind, fault, want):
+    t0 = time.monotonic()
+    st, _, body = ops.request(gw.port, "/api/%s/%s?user=1" % (kind, fault))
+    took = (time.monotonic() - t0) * 1000
+    check(st == 200, "status %d: %r" % (st, body[:200]))
+    doc = json.loads(body)
+    got = (doc.get("errors") or {}).get("pricing")
+    check(got == want, "pricing reason %r, want %r: %r" % (got, want, body[:300]))
+    check(doc.get("inventory") is not None, "inventory answered: %r" % body[:200])
+    check(took < DEADLINE_MS + 400 * SLOW,
+          "answered after %.0f ms (deadline %d ms)" % (took, DEADLINE_MS))
+
+
 def run_client(client, fault_port):
     mocks = ops.mocks()
     dns_port = silent_dns()
@@ -232,25 +242,8 @@ def run_client(client, fault_port):
         time.sleep(0.2)
         base = val(metrics(gw.admin), "fanfold_goroutines")
         for fault, kind, want in CASES:
-            name = "%s: %s" % (client, fault)
-            print("[ RUN      ] " + name, flush=True)
-            try:
-                t0 = time.monotonic()
-                st, _, body = ops.request(gw.port, "/api/%s/%s?user=1" % (kind, fault))
-                took = (time.monotonic() - t0) * 1000
-                check(st == 200, "status %d: %r" % (st, body[:200]))
-                doc = json.loads(body)
-                got = (doc.get("errors") or {}).get("pricing")
-                check(got == want, "pricing reason %r, want %r: %r" % (got, want, body[:300]))
-                check(doc.get("inventory") is not None, "inventory answered: %r" % body[:200])
-                check(took < DEADLINE_MS + 400 * SLOW,
-                      "answered after %.0f ms (deadline %d ms)" % (took, DEADLINE_MS))
-                print("[       OK ] %s (%.0f ms)" % (name, took), flush=True)
-            except Exception as e:  # noqa: BLE001 - every failure is reported
-                failed.append(name)
-                print("[  FAILED  ] %s: %s" % (name, e), flush=True)
-                if not isinstance(e, Fail):
-                    traceback.print_exc()
+            ops.run_one("%s: %s" % (client, fault),
+                        lambda: one_fault(gw, kind, fault, want), failed)
 
         def back():
             m = metrics(gw.admin)
@@ -259,14 +252,9 @@ def run_client(client, fault_port):
                     and val(m, "fanfold_inflight_requests") == 0
                     and all(v == 0 for k, v in m.items()
                             if k[0] == "fanfold_semaphore_inflight"))
-        name = "%s: nothing leaked" % client
-        print("[ RUN      ] " + name, flush=True)
-        try:
-            ops.wait_until(back, 10, "goroutines, connections, semaphores back to baseline")
-            print("[       OK ] " + name, flush=True)
-        except Fail as e:
-            failed.append(name)
-            print("[  FAILED  ] %s: %s" % (name, e), flush=True)
+        ops.run_one("%s: nothing leaked" % client,
+                    lambda: ops.wait_until(back, 10, "goroutines, connections, "
+                                           "semaphores back to baseline"), failed)
     finally:
         gw.stop()
     return failed
@@ -318,8 +306,6 @@ def test_address_change(client):
     """The backend's name moves from 127.0.0.1 to 127.0.0.2 and the old
     address goes away: once the cached answer expires (max_ttl_ms 300),
     every call goes to the new address and succeeds."""
-    name = "%s: address list changes" % client
-    print("[ RUN      ] " + name, flush=True)
     port = ops.free_port()
     one = subprocess.Popen([ops.MOCK, "--port", str(port), "--name", "one"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -347,13 +333,6 @@ def test_address_change(client):
             st = ops.request(gw.port, "/api/products/%d?user=1" % i)[0]
             check(st == 200, "after the move: status %d" % st)
         check(mock_stats("127.0.0.2", port) == 10, "the new address served the next 10")
-        print("[       OK ] " + name, flush=True)
-        return []
-    except Exception as e:  # noqa: BLE001 - every failure is reported
-        print("[  FAILED  ] %s: %s" % (name, e), flush=True)
-        if not isinstance(e, Fail):
-            traceback.print_exc()
-        return [name]
     finally:
         gw.stop()
         two.kill()
@@ -368,7 +347,8 @@ def main():
     failed = []
     for client in (sys.argv[1:] or ["native", "curl"]):
         failed += run_client(client, fb.port)
-        failed += test_address_change(client)
+        ops.run_one("%s: address list changes" % client,
+                    lambda: test_address_change(client), failed)
     print("backend-fault-test: %d failed" % len(failed))
     return 1 if failed else 0
 

@@ -21,19 +21,16 @@ Run by `make test` (tests/run-tests.sh passes BUILD). Every wait is
 bounded; every process started is killed at exit.
 """
 
-import importlib.util
+import importlib
 import os
 import socket
 import struct
 import sys
 import threading
 import time
-import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("ops", os.path.join(HERE, "ops-test.py"))
-ops = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ops)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+ops = importlib.import_module("ops-test")  # the shared helpers
 check, Fail, SLOW = ops.check, ops.Fail, ops.SLOW
 val, metrics = ops.val, ops.metrics
 
@@ -209,27 +206,7 @@ TESTS = [test_slowloris_trickle, test_connect_and_vanish_flood, test_fd_exhausti
 
 
 def main():
-    only = sys.argv[1:]
-    for exe in (ops.GATEWAY, ops.MOCK):
-        if not os.access(exe, os.X_OK):
-            print("hostile-test: %s is missing (run make)" % exe)
-            return 1
-    failed = []
-    for t in TESTS:
-        if only and t.__name__ not in only:
-            continue
-        print("[ RUN      ] " + t.__name__, flush=True)
-        t0 = time.monotonic()
-        try:
-            t()
-            print("[       OK ] %s (%.1fs)" % (t.__name__, time.monotonic() - t0), flush=True)
-        except Exception as e:  # noqa: BLE001 - every failure is reported
-            failed.append(t.__name__)
-            print("[  FAILED  ] %s: %s" % (t.__name__, e), flush=True)
-            if not isinstance(e, Fail):
-                traceback.print_exc()
-    print("hostile-test: %d failed" % len(failed))
-    return 1 if failed else 0
+    return ops.run_tests("hostile-test", TESTS)
 
 
 if __name__ == "__main__":

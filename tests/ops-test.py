@@ -951,28 +951,49 @@ TESTS = [
 ]
 
 
-def main():
+def cpu_model():
+    """The CPU's model name, printed beside every measured figure."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def run_one(name, fn, failed):
+    """Runs fn() as the test called name, gtest-style lines; appends name
+    to failed when it raises."""
+    print("[ RUN      ] " + name, flush=True)
+    t0 = time.monotonic()
+    try:
+        fn()
+        print("[       OK ] %s (%.1fs)" % (name, time.monotonic() - t0), flush=True)
+    except Exception as e:  # noqa: BLE001 - every failure is reported
+        failed.append(name)
+        print("[  FAILED  ] %s: %s" % (name, e), flush=True)
+        if not isinstance(e, Fail):
+            traceback.print_exc()
+
+
+def run_tests(prog, tests):
+    """The main() of a test script: checks the binaries are built, runs
+    the tests named on the command line (all by default), prints a count
+    of failures; returns the exit status."""
     only = sys.argv[1:]
     for exe in (GATEWAY, MOCK):
         if not os.access(exe, os.X_OK):
-            print("ops-test: %s is missing (run make)" % exe)
+            print("%s: %s is missing (run make)" % (prog, exe))
             return 1
     failed = []
-    for t in TESTS:
-        if only and t.__name__ not in only:
-            continue
-        print("[ RUN      ] " + t.__name__, flush=True)
-        t0 = time.monotonic()
-        try:
-            t()
-            print("[       OK ] %s (%.1fs)" % (t.__name__, time.monotonic() - t0), flush=True)
-        except Exception as e:  # noqa: BLE001 - every failure is reported
-            failed.append(t.__name__)
-            print("[  FAILED  ] %s: %s" % (t.__name__, e), flush=True)
-            if not isinstance(e, Fail):
-                traceback.print_exc()
-    print("ops-test: %d failed" % len(failed))
+    for t in tests:
+        if not only or t.__name__ in only:
+            run_one(t.__name__, t, failed)
+    print("%s: %d failed" % (prog, len(failed)))
     return 1 if failed else 0
+
+
+def main():
+    return run_tests("ops-test", TESTS)
 
 
 if __name__ == "__main__":

@@ -20,17 +20,14 @@ Run by `make test` (tests/run-tests.sh passes BUILD). Every wait is
 bounded; every process started is killed at exit.
 """
 
-import importlib.util
+import importlib
 import os
 import socket
 import sys
 import time
-import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("ops", os.path.join(HERE, "ops-test.py"))
-ops = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ops)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+ops = importlib.import_module("ops-test")  # the shared helpers
 check, Fail, SLOW = ops.check, ops.Fail, ops.SLOW
 
 SMUGGLED = b"GET /api/products/666?user=smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -178,6 +175,26 @@ def statuses(resp):
     return out
 
 
+def rejected(port, mocks, req, want):
+    """req, then SMUGGLED: one answer want, a close, no backend call."""
+    before = served(mocks)
+    resp = exchange(port, req + SMUGGLED)
+    got = statuses(resp)
+    check(got == [want], "want one answer %d, got %s: %r" % (want, got, resp[:200]))
+    time.sleep(0.05 * SLOW)  # a late backend call would show now
+    check(served(mocks) == before, "the backends served %d requests" % (served(mocks) - before))
+
+
+def accepted(port, mocks, req):
+    """req, then GOOD: two answers 200, two fan-outs."""
+    before = served(mocks)
+    resp = exchange(port, req + GOOD[:-2] + b"Connection: close\r\n\r\n")
+    got = statuses(resp)
+    check(got == [200, 200], "want two answers 200, got %s: %r" % (got, resp[:300]))
+    check(served(mocks) - before == 6,
+          "the backends served %d calls, want 6 (two fan-outs)" % (served(mocks) - before))
+
+
 def main():
     for exe in (ops.GATEWAY, ops.MOCK):
         if not os.access(exe, os.X_OK):
@@ -189,36 +206,10 @@ def main():
     failed = []
     try:
         for name, req, want in REJECTED:
-            print("[ RUN      ] rejected: " + name, flush=True)
-            try:
-                before = served(mocks)
-                resp = exchange(gw.port, req + SMUGGLED)
-                got = statuses(resp)
-                check(got == [want], "want one answer %d, got %s: %r" % (want, got, resp[:200]))
-                time.sleep(0.05 * SLOW)  # a late backend call would show now
-                check(served(mocks) == before,
-                      "the backends served %d requests" % (served(mocks) - before))
-                print("[       OK ] rejected: " + name, flush=True)
-            except Exception as e:  # noqa: BLE001 - every failure is reported
-                failed.append(name)
-                print("[  FAILED  ] rejected: %s: %s" % (name, e), flush=True)
-                if not isinstance(e, Fail):
-                    traceback.print_exc()
+            ops.run_one("rejected: " + name,
+                        lambda: rejected(gw.port, mocks, req, want), failed)
         for name, req in ACCEPTED:
-            print("[ RUN      ] accepted: " + name, flush=True)
-            try:
-                before = served(mocks)
-                resp = exchange(gw.port, req + GOOD[:-2] + b"Connection: close\r\n\r\n")
-                got = statuses(resp)
-                check(got == [200, 200], "want two answers 200, got %s: %r" % (got, resp[:300]))
-                check(served(mocks) - before == 6,
-                      "the backends served %d calls, want 6 (two fan-outs)" % (served(mocks) - before))
-                print("[       OK ] accepted: " + name, flush=True)
-            except Exception as e:  # noqa: BLE001
-                failed.append(name)
-                print("[  FAILED  ] accepted: %s: %s" % (name, e), flush=True)
-                if not isinstance(e, Fail):
-                    traceback.print_exc()
+            ops.run_one("accepted: " + name, lambda: accepted(gw.port, mocks, req), failed)
     finally:
         gw.stop()
     print("smuggling-test: %d cases, %d failed" % (len(REJECTED) + len(ACCEPTED), len(failed)))

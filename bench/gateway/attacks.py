@@ -19,7 +19,7 @@ within 2x of the baseline. Not a test: numbers depend on the machine.
 Env: DURATION [10], BUILD [build].
 """
 
-import importlib.util
+import importlib
 import os
 import re
 import socket
@@ -30,20 +30,12 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_spec = importlib.util.spec_from_file_location("ops", os.path.join(ROOT, "tests", "ops-test.py"))
-ops = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ops)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+ops = importlib.import_module("ops-test")  # the shared helpers
 
 DURATION = int(os.environ.get("DURATION", "10"))
 REQ = b"GET /api/products/1?user=1 HTTP/1.1\r\nHost: a\r\n\r\n"
 
-
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def wrk(port):
@@ -214,7 +206,7 @@ def main():
         gw.stop()
     print()
     print("%s, 2 cores; wrk -t2 -c32 -d%ds beside each attack, baseline just before"
-          % (cpu_model(), DURATION))
+          % (ops.cpu_model(), DURATION))
     print()
     print("| attack | baseline req/s | p99 ms | attacked req/s | p99 ms | p99 ratio | "
           "wrk errors under attack | attack ops |")
