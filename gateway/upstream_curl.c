@@ -17,8 +17,9 @@
  * on one thread at a time, which is libcurl's rule for a multi handle.
  *
  * A call (struct call) carries an easy handle, its reply channel and the
- * growing body and header buffers. Calls are pooled per client: the easy
- * handle is curl_easy_reset and reused, the reply channel reused.
+ * growing body and header buffers. Calls are pooled per client with the
+ * reply channel and the buffers; the easy handle is made anew for every
+ * call (see call_put: curl_easy_reset is not enough with libcurl 7.88).
  *
  * Ownership of a call moves between two goroutines:
  *   caller: takes a call from the pool, configures the easy handle, pushes
@@ -533,7 +534,16 @@ static struct call *call_get(curl_client *up)
 /* Reset a call for reuse and pool it (or destroy it if the pool is full). */
 static void call_put(curl_client *up, struct call *c)
 {
-    curl_easy_reset(c->easy);
+    /* A fresh easy handle for every call, not curl_easy_reset: libcurl
+     * 7.88 (Debian 12) keeps a pointer to the previous transfer's last
+     * header across the reset and follows it when a reply's first header
+     * line starts with whitespace (obs-fold, a continuation of nothing):
+     * a use after free any backend can trigger (curl issue 11620, fixed in
+     * curl 8.3.0). A fresh handle refuses that line instead. Connections
+     * live in the multi handle's cache, so they are still reused. Found by
+     * tests/fuzz/fuzz_proxy. */
+    curl_easy_cleanup(c->easy);
+    c->easy = curl_easy_init(); /* NULL: the call is destroyed below */
     curl_slist_free_all(c->hdrs);
     curl_slist_free_all(c->connect_to);
     c->hdrs = c->connect_to = NULL;
@@ -550,7 +560,7 @@ static void call_put(curl_client *up, struct call *c)
     c->code = CURLE_OK;
     c->result = 0;
     rt_mutex_lock(&up->pool_mu);
-    bool keep = up->pool_len < POOL_MAX;
+    bool keep = up->pool_len < POOL_MAX && c->easy != NULL;
     if (keep) {
         c->pool_next = up->pool;
         up->pool = c;

@@ -105,6 +105,11 @@ def serve_fault(conn, fault):
         conn.close()
     elif fault == "never":
         wait_gone(conn, 5)
+    elif fault == "folded_first":
+        # obs-fold on the first header line: a continuation of nothing.
+        conn.sendall(b"HTTP/1.1 200 OK\r\n X-Folded: yes\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        conn.close()
     elif fault == "not_json":
         conn.sendall(HEAD + b"Content-Length: 9\r\n\r\nnot json!")
         conn.close()
@@ -184,6 +189,10 @@ CASES = [
     ("not_http", "fault", "unavailable"),
     ("bad_status", "fault", "unavailable"),
     ("not_json", "fault", "invalid json"),
+    # After "ok" above: libcurl 7.88 reuses the previous transfer's freed
+    # last header to unfold this one (curl issue 11620) unless the easy
+    # handle is fresh.
+    ("folded_first", "fault", "unavailable"),
     ("huge", "fault", "too large"),
     ("endless", "fault", "too large"),
     ("hang_after_headers", "fault", "timeout"),
