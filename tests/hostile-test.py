@@ -6,6 +6,9 @@ ports (the helpers of tests/ops-test.py) and checks:
   - slowloris: a client that trickles its head one byte at a time gets 408
     and a close when header_timeout_ms runs out, counted from its first
     byte however slowly the bytes come;
+  - a slow reader: a client that pipelines requests for large answers and
+    never reads them is closed once a write makes no progress for
+    write_timeout_ms, and its goroutine ends;
   - connect-and-vanish: hundreds of connections opened and dropped (FIN or
     RST) at once leave the gateway serving, with its goroutines and open
     connections back to their baseline;
@@ -37,6 +40,10 @@ val, metrics = ops.val, ops.metrics
 
 def baseline_ok(gw, base):
     m = metrics(gw.admin)
+    if os.environ.get("HOSTILE_DEBUG"):
+        print(base, {k: v for k, v in m.items() if k[0] in (
+            "fanfold_goroutines", "fanfold_connections_open", "fanfold_inflight_requests",
+            "fanfold_semaphore_inflight")})
     return (val(m, "fanfold_goroutines") <= base
             and val(m, "fanfold_connections_open") == 0
             and val(m, "fanfold_inflight_requests") == 0
@@ -201,7 +208,40 @@ def test_overloaded_flood_bounded():
         gw.stop()
 
 
-TESTS = [test_slowloris_trickle, test_connect_and_vanish_flood, test_fd_exhaustion,
+def test_slow_reader_write_timeout():
+    """A client that pipelines requests for large answers and never reads
+    them: once the socket buffers are full the gateway's write makes no
+    progress for write_timeout_ms, the connection is closed and its
+    goroutine ends, while other clients are served."""
+    m = dict(ops.mocks())
+    m["pricing"] = ops.start_stub()  # /big: a 64 KiB JSON string
+    cfg = ops.demo_config(m, limits={"write_timeout_ms": 500})
+    cfg["backends"]["pricing"]["url"] += "/big"
+    gw = ops.Gateway(cfg)
+    s = None
+    try:
+        base = settle(gw)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", gw.port))
+        # Answers of over 64 KiB, twice what the send buffer's autotuning
+        # may absorb (tcp_wmem's maximum, 4 MiB by default), so a write
+        # blocks.
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            wmem_max = int(f.read().split()[2])
+        n = max(150, 2 * wmem_max // 65536 + 20)
+        s.sendall(b"GET /api/products/1?user=1 HTTP/1.1\r\nHost: a\r\n\r\n" * n)
+        st, _, body = ops.request(gw.port, "/api/products/2?user=1")
+        check(st == 200 and len(body) > 65536, "a normal client beside it: %d" % st)
+        ops.wait_until(lambda: baseline_ok(gw, base), 10,
+                       "the stuck connection closed at write_timeout_ms, its goroutine gone")
+    finally:
+        if s is not None:
+            s.close()
+        gw.stop()
+
+
+TESTS = [test_slowloris_trickle, test_slow_reader_write_timeout, test_connect_and_vanish_flood, test_fd_exhaustion,
          test_overloaded_flood_bounded]
 
 
