@@ -78,10 +78,21 @@ def check(cond, what):
         raise Fail(what)
 
 
+# Ports free_port() gave out: never twice in one process (the kernel
+# may hand the port just closed to the next bind(0), and a config whose
+# listen and admin ports are one port is refused).
+_GIVEN = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+    raise Fail("no fresh free port after 100 tries")
 
 
 # Sockets held by refused_port() until the process ends.

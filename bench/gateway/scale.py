@@ -39,12 +39,19 @@ import threading
 import time
 
 
+_GIVEN = set()  # ports handed out: never the same one twice
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A free loopback port, never one this process was given before (the
+    kernel may hand the port just closed to the next bind(0))."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def rss_kb(pid):
