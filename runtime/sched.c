@@ -260,14 +260,12 @@ static bool runqputslow(rt_p *p, rt_g *g, uint32_t h, uint32_t t)
 static void runqput(rt_p *p, rt_g *g, bool next)
 {
     if (next) {
-        /* Only the owner stores a G into runnext; thieves and runqget only
-         * take one out (CAS to NULL). So an empty slot stays empty until
-         * we fill it, and a release store does (no locked instruction on
-         * the common hand-off path); a full one is exchanged. */
-        if (atomic_load_explicit(&p->runnext, memory_order_relaxed) == NULL) {
-            atomic_store_explicit(&p->runnext, g, memory_order_release);
-            return;
-        }
+        /* An exchange, not a plain store even when the slot is empty:
+         * on x86 the locked instruction also orders this store before
+         * rt__wakep's read of nidle, the producer's half of the Dekker pair
+         * with an M going idle (see the top of the file). With a plain
+         * store both could miss the other: the M sleeps and the G waits
+         * for its busy P. */
         rt_g *old =
             atomic_exchange_explicit(&p->runnext, g, memory_order_acq_rel);
         if (old == NULL)
