@@ -28,7 +28,10 @@
  * nanoseconds. A full ring spills half of itself to the global queue
  * (a list under sched.lock). To stop a ping-pong pair from starving the
  * ring, runnext loses to the ring after 32 picks in a row; the global
- * queue is polled every 61 schedule ticks.
+ * queue is polled every 61 schedule ticks. A thief takes another P's
+ * runnext only when that P's M has not switched for a while (it is stuck
+ * in one G); otherwise the pair would be split across two Ps, where every
+ * hand-off moves cache lines between cores.
  *
  * Idle Ms: an M that finds no work becomes "spinning" (at most half the
  * busy Ms spin at once) and tries to steal half of another P's ring for a
@@ -332,6 +335,43 @@ static bool runq_empty(rt_p *p)
            atomic_load(&p->runnext) == NULL;
 }
 
+/*
+ * Take victim's runnext, but only from a P that is not about to run it:
+ * its M has not switched for NEXT_STALL_NS (it is stuck in one G), as
+ * seen by spinning Ms looking now and then (stall_since is when a thief
+ * first saw the current count, so the stall is never overestimated). Go
+ * sleeps 3 us before it takes a runnext; going by the victim's switches
+ * instead leaves two goroutines that hand work to each other (a
+ * producer and its consumer, a ping-pong) on one P, where the hand-off
+ * costs no cache-line transfers, and still takes a G from behind one
+ * that computes for a while.
+ */
+#define NEXT_STALL_NS (20 * RT_USEC)
+
+static rt_g *runqsteal_next(rt_p *victim)
+{
+    if (atomic_load_explicit(&victim->runnext, memory_order_relaxed) == NULL)
+        return NULL;
+    uint32_t sw =
+        atomic_load_explicit(&victim->m->switches, memory_order_relaxed);
+    int64_t now = rt_now();
+    if (sw !=
+        atomic_load_explicit(&victim->stall_switches, memory_order_relaxed)) {
+        atomic_store_explicit(&victim->stall_switches, sw,
+                              memory_order_relaxed);
+        atomic_store_explicit(&victim->stall_since, now, memory_order_relaxed);
+        return NULL;
+    }
+    if (now - atomic_load_explicit(&victim->stall_since, memory_order_relaxed) <
+        NEXT_STALL_NS)
+        return NULL;
+    rt_g *next = atomic_load(&victim->runnext);
+    if (next != NULL &&
+        atomic_compare_exchange_strong(&victim->runnext, &next, NULL))
+        return next;
+    return NULL;
+}
+
 /* Steal half of victim's ring into p's ring, which must be empty (the
  * stolen batch is written at p's tail without a capacity check, as in
  * Go); returns one G. */
@@ -347,15 +387,8 @@ static rt_g *runqsteal(rt_p *p, rt_p *victim, bool take_next)
             atomic_load_explicit(&victim->runqtail, memory_order_acquire);
         uint32_t n = vt - h;
         n = n - n / 2;
-        if (n == 0) {
-            if (!take_next)
-                return NULL;
-            rt_g *next = atomic_load(&victim->runnext);
-            if (next != NULL &&
-                atomic_compare_exchange_strong(&victim->runnext, &next, NULL))
-                return next;
-            return NULL;
-        }
+        if (n == 0)
+            return take_next ? runqsteal_next(victim) : NULL;
         if (n > RT__RUNQ_SIZE / 2) /* torn read of head/tail; retry */
             continue;
         for (uint32_t i = 0; i < n; i++) {
@@ -691,8 +724,10 @@ static rt_g *find_runnable(rt_m *m)
         if (m->spinning) {
             /* For SPIN_NS in all (by time, see rt__spin), stealing every
              * SPIN_STEP PAUSEs; another P's runnext only in the last
-             * quarter, as Go waits before it takes one: it is the G its
-             * P is about to run. */
+             * quarter, and only from a P stuck in one G (runqsteal_next):
+             * it is the G its P is about to run. Looking at runnext (a
+             * line its owner writes at every hand-off) all the time cost
+             * ping-pong at P = 2 about 10 ns per round trip. */
             rt__spin sp = RT__SPIN(SPIN_NS);
             bool take_next = false;
             for (;;) {

@@ -61,6 +61,14 @@ struct rt_p {
 
     rt__theap timers;
     rt_m *m;
+
+    /* Thieves' view of this P's M, for taking its runnext (see
+     * runqsteal_next in sched.c): the M's switch count when a spinning M
+     * last looked, and since when it has had that value. Written by
+     * spinning Ms only (races between two are harmless: a heuristic), on
+     * a cache line of its own so the owner's writes do not bounce it. */
+    _Atomic uint32_t stall_switches __attribute__((aligned(64)));
+    _Atomic int64_t stall_since;
 } __attribute__((aligned(64)));
 
 /*

@@ -1442,6 +1442,73 @@ static void test_durations_saturate(void **state)
     assert_int_equal(atomic_load(&s.returned), 0);
 }
 
+/* ------------------------------------------------------ runnext steal */
+
+/*
+ * A goroutine in the runnext slot of a P whose M then computes without
+ * switching is taken by the other P's spinning M (runqsteal_next: once
+ * the victim's M has not switched for NEXT_STALL_NS), not left there
+ * until the computation ends. Each round the main goroutine spawns one
+ * (rt_go puts it in runnext) and computes for 30 ms; the spawned one
+ * notes when it started. Without the steal every round is ~30 ms late.
+ * Limit: 10 ms (a spin period, the stall, a futex wake-up; 20 under a
+ * sanitizer), in at least 6 rounds of 8 (the kernel may keep the other
+ * thread off the CPU in a round); one retry.
+ */
+#define NEXT_ROUNDS 8
+#define NEXT_HOG (30 * RT_MSEC)
+#define NEXT_LIMIT (SLACK * 10 * RT_MSEC)
+
+typedef struct {
+    _Atomic int64_t started;
+    int64_t late[NEXT_ROUNDS];
+} next_state;
+
+static void next_note(void *arg)
+{
+    next_state *s = arg;
+    atomic_store(&s->started, rt_now());
+}
+
+static void next_main(void *arg)
+{
+    next_state *s = arg;
+    for (int i = 0; i < NEXT_ROUNDS; i++) {
+        atomic_store(&s->started, 0);
+        int64_t t0 = rt_now();
+        CHECK(rt_go(next_note, s) != 0);
+        spin_until(t0 + NEXT_HOG);
+        int64_t started = atomic_load(&s->started);
+        s->late[i] = started == 0 ? NEXT_HOG : started - t0;
+        rt_sleep(RT_MSEC); /* let it finish, and the other M settle */
+    }
+}
+
+static void test_runnext_stolen_from_busy_p(void **state)
+{
+    (void)state;
+    int ok = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        next_state s = {0};
+        rt_check_run(2, next_main, &s);
+        ok = 0;
+        int64_t worst = 0;
+        for (int i = 0; i < NEXT_ROUNDS; i++) {
+            ok += s.late[i] <= NEXT_LIMIT;
+            if (s.late[i] > worst)
+                worst = s.late[i];
+        }
+        if (ok >= NEXT_ROUNDS - 2)
+            return;
+        print_message("runnext steal, attempt %d: %d of %d rounds on time, "
+                      "worst %.1f ms\n",
+                      attempt + 1, ok, NEXT_ROUNDS, (double)worst / RT_MSEC);
+    }
+    fail_msg("a runnable goroutine waited behind a busy P: %d of %d rounds "
+             "within %lld ms",
+             ok, NEXT_ROUNDS, (long long)(NEXT_LIMIT / RT_MSEC));
+}
+
 /* ------------------------------------------------------ child scenarios */
 
 static int child_main(const char *name)
@@ -1494,6 +1561,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_m_sleep_timer_race),
         cmocka_unit_test(test_poll_release_wakes_a_poller),
         cmocka_unit_test(test_durations_saturate),
+        cmocka_unit_test(test_runnext_stolen_from_busy_p),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
