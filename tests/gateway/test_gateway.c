@@ -1975,15 +1975,82 @@ static void test_semaphore_bound(void **state)
 }
 
 /* The same with 200 ms calls and a 700 ms deadline: three rounds of 4
- * are served, the rest is answered as the contract says (503 overloaded
- * for a request still waiting, 504 for one cut with a slot). */
-static void test_semaphore_overloaded_answers(void **state)
+ * are served (two when a slow start loses one), the rest answered 503
+ * overloaded or 504 timeout (semaphore_run fails on anything else).
+ * Which of the two is a matter of timing, so it is not asserted here: the
+ * calls cut at their deadline release their slots to the waiters queued
+ * behind them, in arrival order, which is deadline order; a waiter
+ * granted a moment before its own deadline has a slot when it is cut, a
+ * 504. Seen in a -flto pass: 12 x 200, 28 x 504, no 503.
+ * test_semaphore_overloaded_answers makes the 503 certain. */
+static void test_semaphore_deadline_answers(void **state)
 {
     (void)state;
     sem_run sr = semaphore_run(200, 700);
-    /* Allow one round lost to a slow start. */
-    assert_true(sr.n200 >= 8);
-    assert_true(sr.n503 > 0);
+    assert_true(sr.n200 >= 8 && sr.n200 <= 12);
+    assert_int_equal(sr.n200 + sr.n503 + sr.n504, 40);
+}
+
+/* 503 overloaded: a request still waiting for a slot at its deadline.
+ * Two routes share backend x (max_inflight 4, every call 2 s): four
+ * requests on /hold (deadline 5 s) take the four slots; then eight on
+ * /wait (deadline 300 ms) queue behind them and reach their deadline
+ * with the slots still held, more than a second before one is released:
+ * each is answered 503 {"error":"overloaded","part":"x"} at about 300 ms,
+ * and the holders 200. */
+static void test_semaphore_overloaded_answers(void **state)
+{
+    (void)state;
+    enum { HOLD = 4, WAIT = 8 };
+    int m = mock_start("slow", "--delay-ms=2000", NULL);
+    int gw = gateway_start(
+        "'backends':{'x':{'url':'http://127.0.0.1:%d','max_inflight':4}},"
+        "'routes':[{'method':'GET','path':'/hold/{id}','timeout_ms':5000,"
+        "'fanout':[{'name':'x','backend':'x','path':'/inventory/{id}',"
+        "'required':true}]},"
+        "{'method':'GET','path':'/wait/{id}','timeout_ms':300,"
+        "'fanout':[{'name':'x','backend':'x','path':'/inventory/{id}',"
+        "'required':true}]}]}",
+        m);
+    job *hold[HOLD], *wait[WAIT];
+    for (int i = 0; i < HOLD; i++)
+        hold[i] = job_start(gw, "/hold/7", NULL);
+    /* Every slot taken: the four calls are at the backend. */
+    bool full =
+        stat_reaches(m, offsetof(mstats, inflight), HOLD, now_ms() + 5000);
+    int64_t t0 = now_ms();
+    for (int i = 0; i < WAIT; i++)
+        wait[i] = job_start(gw, "/wait/7", NULL);
+    for (int i = 0; i < WAIT; i++)
+        job_join(wait[i]);
+    int64_t took = now_ms() - t0;
+    for (int i = 0; i < HOLD; i++)
+        job_join(hold[i]);
+
+    char inv[512], ok_body[1024], why[4096] = "";
+    snprintf(inv, sizeof inv, INVENTORY_FMT, "7", "7");
+    snprintf(ok_body, sizeof ok_body, "{\"x\":%s}", inv);
+    for (int i = 0; i < WAIT && why[0] == 0; i++)
+        if (wait[i]->err != 0 || wait[i]->r.status != 503 ||
+            strcmp(wait[i]->r.body,
+                   "{\"error\":\"overloaded\",\"part\":\"x\"}") != 0)
+            snprintf(why, sizeof why, "waiter %d: err %d\n%.2000s%.1000s", i,
+                     wait[i]->err, wait[i]->r.head, wait[i]->r.body);
+    for (int i = 0; i < HOLD && why[0] == 0; i++)
+        if (hold[i]->err != 0 || hold[i]->r.status != 200 ||
+            strcmp(hold[i]->r.body, ok_body) != 0)
+            snprintf(why, sizeof why, "holder %d: err %d\n%.2000s%.1000s", i,
+                     hold[i]->err, hold[i]->r.head, hold[i]->r.body);
+    for (int i = 0; i < HOLD; i++)
+        free(hold[i]);
+    for (int i = 0; i < WAIT; i++)
+        free(wait[i]);
+    if (!full)
+        fail_msg("the four holders never were in flight at the backend");
+    if (why[0] != 0)
+        fail_msg("%s", why);
+    /* Answered at their 300 ms deadline, not when a slot came back. */
+    assert_true(took < 1500);
 }
 
 /* ------------------------------------------- keep-alive, pipelining */
@@ -3059,6 +3126,7 @@ int main(void)
         T(test_client_disconnect_cancels),
         T(test_client_reset_cancels),
         T(test_semaphore_bound),
+        T(test_semaphore_deadline_answers),
         T(test_semaphore_overloaded_answers),
         T(test_keep_alive),
         T(test_pipelining),
